@@ -1,0 +1,77 @@
+/* qtrain fast CPU kernel: Q_d and Q_s over a contiguous float32 array.
+ *
+ * Bit-for-bit the same arithmetic as the eager torch path in qtrain/rounding.py
+ * (float32 throughout, no FMA contraction), and the same counter-based random source
+ * as qtrain/rng.py: u_i = (mix32(mix32(lo32(i) + k0) ^ (k1 + hi32(i))) >> 8) * 2^-24.
+ * Each element is independent, so any split of [0, n) across threads gives the same bits.
+ * Returns the number of NaN inputs seen (the caller raises).
+ */
+#include <stdint.h>
+#include <math.h>
+
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16; x *= 0x7feb352dU;
+    x ^= x >> 15; x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
+    return (float)(mix32(mix32(lo + k0) ^ k1h) >> 8) * 0x1p-24f;
+}
+
+/* mode 0: nearest, uniform grid   mode 1: stochastic, uniform grid
+ * mode 2: nearest, binary grid    mode 3: stochastic, binary grid
+ * x, out point at element `start` of the logical tensor; n elements are processed. */
+static int64_t segment(const float *restrict x, float *restrict out, int64_t n, uint32_t lo0,
+                       int mode, float delta, int bounded, float kmin, float kmax, float scale,
+                       uint32_t k0, uint32_t k1h) {
+    int64_t nan = 0;
+    if (mode == 0) {
+        for (int64_t i = 0; i < n; i++) {
+            float t = x[i] / delta, a = fabsf(t), f = floorf(a);
+            f = (a - f >= 0.5f) ? f + 1.0f : f;
+            float k = copysignf(f, t);
+            if (bounded) k = fminf(fmaxf(k, kmin), kmax);
+            out[i] = k * delta;
+            nan += (x[i] != x[i]);
+        }
+    } else if (mode == 1) {
+        for (int64_t i = 0; i < n; i++) {
+            float t = x[i] / delta, f = floorf(t), p = t - f;
+            float k = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
+            if (bounded) k = fminf(fmaxf(k, kmin), kmax);
+            out[i] = k * delta;
+            nan += (x[i] != x[i]);
+        }
+    } else if (mode == 2) {
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = (x[i] >= 0.0f) ? scale : -scale;
+            nan += (x[i] != x[i]);
+        }
+    } else {
+        float two_s = 2.0f * scale;
+        for (int64_t i = 0; i < n; i++) {
+            float c = x[i] < -scale ? -scale : (x[i] > scale ? scale : x[i]);
+            float p = (c + scale) / two_s;
+            out[i] = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? scale : -scale;
+            nan += (x[i] != x[i]);
+        }
+    }
+    return nan;
+}
+
+/* Entry point: elements [start, start + n) of the logical tensor; segments keep hi32(index) fixed. */
+int64_t qtrain_quantize_f32(const float *x, float *out, int64_t n, int64_t start,
+                            int mode, float delta, int bounded, float kmin, float kmax, float scale,
+                            uint32_t k0, uint32_t k1) {
+    int64_t nan = 0, done = 0;
+    while (done < n) {
+        uint64_t j = (uint64_t)(start + done);
+        int64_t room = (int64_t)((((j >> 32) + 1) << 32) - j), m = n - done < room ? n - done : room;
+        nan += segment(x + done, out + done, m, (uint32_t)j, mode, delta, bounded, kmin, kmax, scale,
+                       k0, k1 + (uint32_t)(j >> 32));
+        done += m;
+    }
+    return nan;
+}

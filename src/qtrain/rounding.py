@@ -1,0 +1,166 @@
+r"""The poster's quantizers: deterministic rounding :math:`Q_d` and stochastic rounding :math:`Q_s`.
+
+On a uniform grid of step :math:`\Delta`:
+
+.. math::
+    Q_d(w) = \operatorname{sign}(w)\,\Delta\,\Big\lfloor \frac{|w|}{\Delta} + \frac12 \Big\rfloor
+    \qquad\text{(nearest level, ties away from zero)}
+
+.. math::
+    Q_s(w) = \Delta \cdot \begin{cases}
+        \lfloor w/\Delta \rfloor + 1 & \text{if } u < p := w/\Delta - \lfloor w/\Delta \rfloor \\
+        \lfloor w/\Delta \rfloor & \text{otherwise}
+    \end{cases}, \qquad u \sim \mathcal U[0, 1),
+
+so :math:`\mathbb E[Q_s(w)] = w` and :math:`\operatorname{Var}[Q_s(w)] = p(1-p)\Delta^2`.
+Bounded grids clip the level index to their range (unbiased inside it). On a binary grid
+:math:`\{-s, s\}`: :math:`Q_d(w) = s\,\operatorname{sign}(w)` (0 goes to :math:`+s`) and
+:math:`Q_s` picks :math:`+s` with probability :math:`(\operatorname{clip}(w, -s, s) + s) / (2s)`
+(BinaryConnect's hard-sigmoid rule).
+
+Three implementations compute the same bits (tests check it):
+
+* :func:`q_d_reference`, :func:`q_s_reference` -- plain Python scalars, the formula as printed;
+* the eager torch path (any device, any float dtype), and
+* a compiled C kernel for contiguous float32 CPU tensors (``qtrain._kernel``).
+
+Arithmetic is float32 (float64 for float64 inputs): :math:`t = w/\Delta` is the rounded
+quotient, and the randomness comes from :mod:`qtrain.rng` (keyed, counter-based).
+
+>>> import torch
+>>> from qtrain import Grid, quantize
+>>> quantize(torch.tensor([0.3, -0.5, 1.26]), Grid.uniform(0.5))
+tensor([ 0.5000, -0.5000,  1.5000])
+>>> quantize(torch.tensor([0.3, -0.2]), Grid.binary(1.0), "nearest")
+tensor([ 1., -1.])
+>>> x = torch.full((100_000,), 0.3)
+>>> round(quantize(x, Grid.uniform(1.0), "stochastic", generator=0).mean().item(), 2)
+0.3
+"""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+
+from . import _kernel
+from .grid import Grid
+from .rng import resolve_key, uniform
+
+__all__ = ["quantize", "q_d_reference", "q_s_reference", "ROUNDINGS"]
+
+ROUNDINGS = ("nearest", "stochastic")
+_F32 = torch.float32
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to float32 (kept as a Python float), so every path uses the same Δ."""
+    return float(torch.tensor(v, dtype=_F32))
+
+
+# -- plain scalar reference ------------------------------------------------------------------
+def q_d_reference(w: float, grid: Grid) -> float:
+    r""":math:`Q_d(w)` for one value. ``w`` and ``grid.delta`` are taken as float32, the quotient
+    :math:`t = w/\Delta` is rounded to float32, the rest is exact."""
+    if math.isnan(w):
+        raise ValueError("Q_d of NaN")
+    w = _f32(w)
+    if grid.kind == "binary":
+        s = _f32(grid.scale)
+        return s if w >= 0 else -s
+    d = _f32(grid.delta)
+    t = _f32(w / d)
+    k = math.copysign(math.floor(abs(t) + 0.5), t)
+    if grid.bounded:
+        k = min(max(k, grid.kmin), grid.kmax)
+    return _f32(k * d)
+
+
+def q_s_reference(w: float, grid: Grid, u: float) -> float:
+    r""":math:`Q_s(w)` for one value, given the uniform draw ``u`` in [0, 1)."""
+    if math.isnan(w):
+        raise ValueError("Q_s of NaN")
+    w = _f32(w)
+    if grid.kind == "binary":
+        s = _f32(grid.scale)
+        p = _f32(_f32(min(max(w, -s), s) + s) / _f32(2 * s))
+        return s if u < p else -s
+    d = _f32(grid.delta)
+    t = _f32(w / d)
+    f = math.floor(t)
+    p = _f32(t - f)
+    k = f + 1 if u < p else f
+    if grid.bounded:
+        k = min(max(k, grid.kmin), grid.kmax)
+    return _f32(k * d)
+
+
+# -- vectorised ------------------------------------------------------------------------------
+def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Tensor:
+    """The torch implementation; ``x`` is contiguous float32/float64."""
+    dt = x.dtype
+    if grid.kind == "binary":
+        s = torch.tensor(grid.scale, dtype=dt, device=x.device)
+        if not stochastic:
+            return torch.where(x >= 0, s, -s)
+        p = (torch.minimum(torch.maximum(x, -s), s) + s) / (2 * s)
+        u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
+        return torch.where(u < p, s, -s)
+    d = torch.tensor(grid.delta, dtype=dt, device=x.device)
+    t = x / d
+    if stochastic:
+        f = torch.floor(t)
+        u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
+        k = torch.where(u < t - f, f + 1, f)
+    else:
+        a = t.abs()
+        f = torch.floor(a)
+        k = torch.copysign(torch.where(a - f >= 0.5, f + 1, f), t)
+    if grid.bounded:
+        k = k.clamp(grid.kmin, grid.kmax)
+    return k * d
+
+
+def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
+             generator: Union[None, int, torch.Generator] = None) -> torch.Tensor:
+    """Round every entry of ``x`` to ``grid``: :math:`Q_d` (``"nearest"``) or :math:`Q_s` (``"stochastic"``).
+
+    Args:
+        x: a floating tensor (any shape, device, layout; not modified).
+        grid: a :class:`~qtrain.Grid`.
+        rounding: ``"nearest"`` or ``"stochastic"``.
+        generator: randomness for ``"stochastic"``: an ``int`` key (same key, same result),
+            a ``torch.Generator`` (one draw), or ``None`` (torch's global generator).
+
+    Returns:
+        A new tensor of ``x``'s shape, dtype and device holding grid levels.
+
+    Raises:
+        ValueError: unknown ``rounding``, a non-float ``x``, or NaN entries in ``x``.
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r} is not one of {ROUNDINGS}")
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a qtrain.Grid, got {type(grid).__name__}; build one with Grid.uniform/binary/ternary")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"quantize needs a floating-point tensor, got {what}")
+    stochastic = rounding == "stochastic"
+    key = resolve_key(generator) if stochastic else 0
+    if x.numel() == 0:
+        return x.clone()
+    work_dtype = torch.float64 if x.dtype == torch.float64 else _F32
+    xc = x.detach().to(work_dtype).contiguous()
+    if work_dtype == _F32 and xc.device.type == "cpu" and _kernel.get() is not None:
+        out = torch.empty_like(xc)
+        mode = (2 if grid.kind == "binary" else 0) + int(stochastic)
+        nan = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded,
+                          float(grid.kmin or 0), float(grid.kmax or 0), _f32(grid.scale or 1.0), key)
+    else:
+        nan = int(torch.isnan(xc).sum())
+        out = _eager(xc, grid, stochastic, key)
+    if nan:
+        raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
+                         "check the learning rate, the loss and the gradients (NaN has no grid level)")
+    return out.to(x.dtype).view(x.shape) if out.dtype != x.dtype else out.view(x.shape)
