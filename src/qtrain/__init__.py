@@ -10,10 +10,7 @@ Goldstein; NeurIPS 2017). Core names:
 """
 from .grid import Grid
 from .rounding import quantize
-try:
-    from .optim import METHODS, QuantizedOptimizer, conv_weights, named_conv_weights
-except ImportError:  # during bootstrap
-    pass
+from .optim import METHODS, QuantizedOptimizer, conv_weights, named_conv_weights
 
 __all__ = ["Grid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
 __version__ = "0.1.0"
