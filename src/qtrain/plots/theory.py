@@ -1,0 +1,118 @@
+"""Figures for :mod:`qtrain.theory`: one function per command, each ``(record, path) -> path``.
+
+matplotlib is imported inside the functions (Agg backend) so ``import qtrain`` stays light.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["plot_convex", "plot_toy", "plot_markov"]
+
+COLORS = {"r": "tab:red", "sr": "tab:orange", "bc": "tab:blue", "bc_d": "tab:cyan"}
+LABELS = {"r": "R (Q_d)", "sr": "SR (Q_s)", "bc": "BC, w_b = Q_s(w_r)", "bc_d": "BC, w_b = Q_d(w_r)"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_convex(record: dict, path) -> Path:
+    """Row per problem: gap vs T per method at one Δ (bounds dashed), and final gap vs Δ."""
+    plt = _plt()
+    problems = [p["problem"] for p in record["problems"]]
+    fig, axes = plt.subplots(len(problems), 2, figsize=(11, 4 * len(problems)), squeeze=False)
+    show = record["plot_delta"]
+    for row, prob in zip(axes, problems):
+        res = [r for r in record["results"] if r["problem"] == prob]
+        ax = row[0]
+        for m in record["methods"]:
+            rs = sorted((r for r in res if r["method"] == m and r["delta"] == show), key=lambda r: r["T"])
+            T = [r["T"] for r in rs]
+            ax.errorbar(T, [max(r["gap"], 1e-12) for r in rs], yerr=[r["gap_stderr"] for r in rs],
+                        color=COLORS[m], label=LABELS[m], marker="o", ms=3)
+            if rs and rs[0]["bound"] is not None:
+                ax.plot(T, [r["bound"] for r in rs], "--", color=COLORS[m], lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="T", ylabel="E[F(w̄_T)] − F(w*)",
+               title=f"{prob}: gap vs T at Δ = {show:g} (dashed: bounds)")
+        ax.legend(fontsize=7)
+        ax = row[1]
+        Tmax = max(r["T"] for r in res)
+        for m in record["methods"]:
+            rs = sorted((r for r in res if r["method"] == m and r["T"] == Tmax), key=lambda r: r["delta"])
+            D = [r["delta"] for r in rs]
+            ax.errorbar(D, [max(r["gap"], 1e-12) for r in rs], yerr=[r["gap_stderr"] for r in rs],
+                        color=COLORS[m], label=LABELS[m], marker="o", ms=3)
+            if rs and rs[0]["bound"] is not None:
+                ax.plot(D, [r["bound"] for r in rs], "--", color=COLORS[m], lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="Δ", ylabel=f"gap at T = {Tmax}",
+               title=f"{prob}: floor vs Δ (SR slope {record['sr_floor_slope'].get(prob, float('nan')):.2f})")
+    fig.suptitle("Theorems 1 & 4, Corollary 1: R stalls, SR floors with Δ, BC (Q_s) on a quadratic has no floor")
+    return _save(fig, path)
+
+
+def plot_toy(record: dict, path) -> Path:
+    """The objective on the grid, then histograms: rows BC / SR, columns learning rates."""
+    plt = _plt()
+    lrs = record["lrs_descending"]
+    fig = plt.figure(figsize=(3 * len(lrs), 8))
+    gs = fig.add_gridspec(3, len(lrs))
+    ax = fig.add_subplot(gs[0, :])
+    ax.plot(record["curve"]["x"], record["curve"]["f"], color="k")
+    states = record["results"][0]["states"]
+    from qtrain.theory.toy import objective
+
+    ax.plot(states, objective(states), "o", ms=3, color="gray", label="grid levels")
+    ax.axvline(record["global_minimizer"], color="g", ls=":", label="global minimizer")
+    ax.set(title=f"toy objective {record['objective']}, gradient noise σ = {record['sigma']}", xlabel="x")
+    ax.legend(fontsize=8)
+    width = states[1] - states[0]
+    for i, method in enumerate(("bc", "sr")):
+        for j, lr in enumerate(lrs):
+            r = next(r for r in record["results"] if r["method"] == method and r["lr"] == lr)
+            a = fig.add_subplot(gs[1 + i, j])
+            a.bar(r["states"], r["histogram"], width=0.9 * width, color=COLORS[method])
+            a.set_ylim(0, 1)
+            a.set_title(f"{method.upper()}  lr = {lr:g}\nmass at x* = {r['mass_at_min']:.3f}", fontsize=9)
+    fig.suptitle(f"Distribution of the quantized weight over {record['results'][0]['iters']:.0e} iterations")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_markov(record: dict, path) -> Path:
+    """TV(π_α, π̃) vs α; π̃, π_α and the simulated histogram; P(right | move) vs α."""
+    plt = _plt()
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    a = record["alphas"]
+    ax[0].loglog(a, record["tv_to_limit"], "o-", label="1-D grid")
+    if record.get("product_grid"):
+        pg = record["product_grid"]
+        ax[0].loglog(pg["alphas"], pg["tv_to_limit"], "s--", label=f"{pg['d']}-D product grid")
+    ax[0].set(xlabel="α", ylabel="TV(π_α, π̃)", title="Theorem 5: π_α → π̃ as α → 0")
+    ax[0].legend(fontsize=8)
+    s = record["states"]
+    w = (s[1] - s[0]) / 4
+    ax[1].bar([x - w for x in s], record["pi_tilde"], width=w, label="π̃ (limit)", color="k")
+    ax[1].bar(s, record["pi_alpha_sim"], width=w, label=f"π_α exact, α = {record['alpha_sim']:g}", color="tab:orange")
+    ax[1].bar([x + w for x in s], record["simulated_histogram"], width=w, color="tab:green",
+              label=f"simulated SR, {record['sim_steps']:.0e} steps")
+    ax[1].axvline(record["minimizer"], color="g", ls=":")
+    ax[1].set(xlabel="x", title=f"TV exact vs simulated = {record['tv_exact_vs_simulated']:.4f}")
+    ax[1].legend(fontsize=8)
+    ax[2].semilogx(a, record["p_right_given_move"], "o-", label="T_α: P(right | move)")
+    ax[2].axhline(record["p_right_limit"], color="k", ls="--", label="U: ∫p z⁺ / ∫p |z|")
+    ax[2].set(xlabel="α", ylim=(0, 1), title=f"squishing at x = {record['p_right_state']:g}")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
