@@ -1,0 +1,75 @@
+"""``qtrain train``: one training run (also under ``torchrun`` for several processes)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..train.config import OPTIMIZERS, TrainConfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one quantized (or float) model",
+                       description="Train a model with float / BC / R / SR. Flags override --config. "
+                       "Multi-process: torchrun --nproc_per_node N -m qtrain train ...")
+    p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields")
+    p.add_argument("--out", type=Path, help="run directory (metrics.jsonl, checkpoint.pt, summary.json)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--data", help="cifar10 | cifar100 | mnist | imagenet | digits")
+    p.add_argument("--model", help="vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp")
+    p.add_argument("--method", help="float | bc | r | sr")
+    p.add_argument("--optimizer", help=" | ".join(OPTIMIZERS))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-milestones", type=int, nargs="*", help="epochs at which lr *= --lr-gamma (default: 50%% and 75%%)")
+    p.add_argument("--lr-gamma", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--grid", help="binary | ternary | uniform")
+    p.add_argument("--scale", help="binary/ternary scale s: 'mean' (per-layer mean |w| at init) or a number")
+    p.add_argument("--delta", type=float, help="uniform grid step Δ")
+    p.add_argument("--bits", type=int, help="uniform grid bit width")
+    p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1)")
+    p.add_argument("--bc-rounding", help="nearest | stochastic")
+    p.add_argument("--width", type=int, help="width of models that take one (smallcnn)")
+    p.add_argument("--train-subset", type=int, help="use the first N training images")
+    p.add_argument("--test-subset", type=int, help="use the first N test images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data-dir", help="folder holding the dataset (or its parent)")
+    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--tensorboard", action="store_true", default=None)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..train import from_sources, load_run_config, run
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "out", "resume", "func", "command")}
+    if overrides.get("scale") not in (None, "mean"):
+        overrides["scale"] = _number("scale", overrides["scale"])
+    if args.resume is not None:
+        if args.config is not None:
+            raise ValueError("--resume continues a run with its own config.json; drop --config")
+        cfg = load_run_config(args.resume)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        summary = run(cfg, args.resume, resume=True)
+    else:
+        if args.out is None:
+            raise ValueError("--out RUN_DIR is required (where metrics, checkpoints and summary.json go)")
+        cfg = from_sources(args.config, overrides)
+        summary = run(cfg, args.out)
+    print(json.dumps({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
+                                              "test_error", "seconds")}))
+    return 0
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--{name} {value!r} must be a number or 'mean'") from None

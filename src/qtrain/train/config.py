@@ -1,0 +1,144 @@
+"""One training run's settings: a flat dataclass, loadable from YAML presets, validated up front.
+
+Precedence: dataclass defaults < preset YAML (``--config``) < explicit command-line flags.
+Every bad value raises ``ValueError`` naming the field, the value and the fix, before any
+work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from ..grid import Grid
+from ..optim import METHODS
+
+OPTIMIZERS = ("sgd", "adam")
+GRIDS = ("binary", "ternary", "uniform")
+QUANTIZE = ("conv", "all")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run. Defaults follow NOTES §4 (ADAM, lr 0.01 decayed 10x at 50% and 75%)."""
+
+    data: str = "cifar10"
+    model: str = "resnet20"
+    method: str = "float"           # float | bc | r | sr
+    optimizer: str = "adam"         # sgd | adam
+    epochs: int = 164
+    batch_size: int = 128           # global batch (split across processes)
+    lr: float = 0.01
+    lr_milestones: Optional[list] = None  # epochs at which lr *= lr_gamma; default: 50% and 75%
+    lr_gamma: float = 0.1
+    momentum: float = 0.9           # SGD only
+    weight_decay: float = 0.0
+    grid: str = "binary"            # binary | ternary | uniform
+    scale: Union[str, float] = "mean"  # binary/ternary s: "mean" = per-layer mean |w| at init [choice], or a number
+    delta: Optional[float] = None   # uniform grids: Δ
+    bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
+    quantize: str = "conv"          # conv: conv weights only (the paper); all: every weight tensor with ndim > 1
+    bc_rounding: str = "nearest"
+    width: Optional[int] = None     # width parameter of models that take one (smallcnn)
+    train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
+    test_subset: Optional[int] = None
+    seed: int = 0
+    data_dir: Optional[str] = None
+    download: bool = False
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    progress: bool = True
+    tensorboard: bool = False
+    label: Optional[str] = None     # free text shown in reports (e.g. "Big SR-ADAM")
+    extra: dict = field(default_factory=dict)  # ignored by the trainer; carried into summary.json
+
+    def milestones(self) -> list:
+        if self.lr_milestones is not None:
+            return [int(m) for m in self.lr_milestones]
+        return [max(1, round(self.epochs * 0.5)), max(1, round(self.epochs * 0.75))]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        from ..data import DATASETS
+        from ..models import MODELS
+
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}")
+
+        choice("data", DATASETS)
+        choice("model", MODELS)
+        choice("method", METHODS)
+        choice("optimizer", OPTIMIZERS)
+        choice("grid", GRIDS)
+        choice("quantize", QUANTIZE)
+        choice("bc_rounding", ("nearest", "stochastic"))
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        for name in ("train_subset", "test_subset", "width"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{name}={v!r} must be a positive integer (or omitted)")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0, e.g. --lr 0.01")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma={self.lr_gamma!r} must be in (0, 1]")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0 and momentum={self.momentum!r} in [0, 1)")
+        if self.scale != "mean":
+            try:
+                float(self.scale)
+            except (TypeError, ValueError):
+                raise ValueError(f"scale={self.scale!r} must be 'mean' or a number > 0") from None
+        if self.grid == "uniform" and self.delta is None:
+            raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
+        self.make_grid(1.0)  # raises on a bad Δ, bits or scale
+        return self
+
+    def make_grid(self, mean_abs: float) -> Grid:
+        """The grid of a layer whose initial float weights have mean absolute value ``mean_abs``."""
+        s = (mean_abs if mean_abs > 0 else 1.0) if self.scale == "mean" else float(self.scale)
+        if self.grid == "binary":
+            return Grid.binary(s)
+        if self.grid == "ternary":
+            return Grid.ternary(s)
+        return Grid.uniform(self.delta, self.bits)
+
+
+def from_sources(preset: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None) -> TrainConfig:
+    """Defaults, then ``preset`` (a YAML file of TrainConfig fields), then ``overrides`` (non-None only)."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        values.update(load_yaml(preset))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make(values)
+
+
+def load_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist; pass a preset YAML path (see `qtrain table1 --list`)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+    return data
+
+
+def make(values: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**values).validate()

@@ -1,0 +1,248 @@
+"""The training loop: read top to bottom.
+
+``run(cfg, out_dir)`` builds data, model and a :class:`~qtrain.QuantizedOptimizer`, then per
+epoch trains, evaluates, appends a line to ``metrics.jsonl`` and writes ``checkpoint.pt``
+atomically. ``run(..., resume=True)`` continues from the checkpoint; because data order,
+augmentation and SR's randomness are pure functions of (seed, epoch, step), the resumed run
+ends bit-identical to an uninterrupted one. Under ``torchrun`` it trains with
+DistributedDataParallel (see :mod:`qtrain.train.distributed`).
+
+>>> from qtrain.train import TrainConfig, run
+>>> cfg = TrainConfig(data="digits", model="smallcnn", method="sr", epochs=1, batch_size=64,
+...                   progress=False).validate()
+>>> summary = run(cfg, out_dir=None)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import batches, load_dataset, num_batches
+from ..models import build
+from ..optim import QuantizedOptimizer, named_conv_weights
+from . import distributed
+from .checkpoint import CHECKPOINT, atomic_write_json, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .metrics import MetricsLog, WeightChangeTracker, error_percent
+
+EVAL_BATCH = 500
+# settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
+_FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "grid", "scale", "delta",
+                    "bits", "quantize", "bc_rounding", "width", "seed", "train_subset")
+
+
+def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
+    """The tensors a run quantizes: conv weights (the paper) or every weight with ndim > 1."""
+    if which == "conv":
+        return named_conv_weights(model)
+    return [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
+
+
+def make_base_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def pick_device(name: str, d: distributed.Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} but this torch has no CUDA device; use --device cpu")
+        return torch.device("cuda", d.local_rank) if d.enabled else torch.device(name)
+    return torch.device(name)
+
+
+def subset(ds, cfg: TrainConfig):
+    """The first ``train_subset`` / ``test_subset`` examples (in-memory datasets)."""
+    changes = {}
+    if cfg.train_subset:
+        changes.update(train_x=ds.train_x[:cfg.train_subset], train_y=ds.train_y[:cfg.train_subset])
+    if cfg.test_subset:
+        changes.update(test_x=ds.test_x[:cfg.test_subset], test_y=ds.test_y[:cfg.test_subset])
+    return dataclasses.replace(ds, **changes) if changes else ds
+
+
+def train_epoch(net, opt, data, total: int, progress: bool, desc: str) -> Tuple[float, float, int]:
+    """One pass over ``data``; returns (mean loss, error %, examples). Stops on a non-finite loss."""
+    net.train()
+    loss_sum, correct, count = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+    bar = tqdm(data, total=total, desc=desc, leave=False, disable=not progress, unit="batch")
+    for i, (x, y) in enumerate(bar):
+        out = net(x)
+        loss = nn.functional.cross_entropy(out, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at batch {i + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach().cpu() * len(y)
+        correct += (out.argmax(1) == y).sum().cpu()
+        count += len(y)
+        if progress and i % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}")
+    return loss_sum.item(), int(correct), count
+
+
+@torch.no_grad()
+def evaluate(net, ds, cfg: TrainConfig, d: distributed.Dist, device) -> Tuple[float, float]:
+    """Test loss and error (%), summed over ranks."""
+    net.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in batches(ds, "test", EVAL_BATCH * d.world_size, shuffle=False, augment=False, seed=cfg.seed,
+                        epoch=0, rank=d.rank, world_size=d.world_size, device=device):
+        if len(y) == 0:
+            continue
+        out = net(x)
+        loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").item()
+        correct += int((out.argmax(1) == y).sum())
+        count += len(y)
+    loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
+    return loss_sum / max(count, 1), error_percent(int(correct), int(count))
+
+
+def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict:
+    """Train as ``cfg`` says, logging to ``out_dir`` (a temporary folder if ``None``); returns the summary."""
+    cfg.validate()
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="qtrain-run-")
+        out_dir = Path(tmp.name)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    if not resume and ckpt_path.exists():
+        raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
+    d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = pick_device(cfg.device, d)
+    progress = cfg.progress and d.main
+
+    # -- data, model, optimizer -------------------------------------------------------------
+    ds = subset(load_dataset(cfg.data, cfg.data_dir, download=cfg.download and d.main), cfg)
+    torch.manual_seed(cfg.seed)
+    kwargs = {"width": cfg.width} if cfg.width else {}
+    channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
+    model = build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device)
+    named_q = quantized_params(model, cfg.quantize)
+    scales = {id(p): p.detach().abs().mean().item() for _, p in named_q}
+    opt = QuantizedOptimizer(make_base_optimizer(cfg, model.parameters()), cfg.method,
+                             lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
+                             bc_rounding=cfg.bc_rounding)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
+    tracker = WeightChangeTracker(named_q)
+    net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
+    if d.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out_dir, cfg.tensorboard and d.main)
+    start = 0
+    if resume:
+        start = _restore(ckpt_path, cfg, model, opt, sched, tracker)
+        if d.main:
+            log.truncate(start)
+    elif d.main:
+        atomic_write_json(out_dir / "config.json", cfg.to_dict())
+        log.truncate(0)
+    distributed.barrier(d)
+
+    # -- epochs -----------------------------------------------------------------------------
+    n_train = num_batches(ds, "train", cfg.batch_size)
+    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=f"{cfg.method} {cfg.model}",
+                  disable=not progress, unit="epoch")
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        data = batches(ds, "train", cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, epoch=epoch,
+                       rank=d.rank, world_size=d.world_size, device=device)
+        lr = opt.param_groups[0]["lr"]
+        try:
+            loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}")
+        except FloatingPointError as e:
+            kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {ckpt_path}"
+                    if ckpt_path.exists() else "no checkpoint was written yet")
+            raise FloatingPointError(f"{e} in epoch {epoch + 1}; stopped, {kept}; lower --lr and --resume or restart") from None
+        train_s = time.perf_counter() - t0
+        loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
+        sched.step()
+        test_loss, test_err = evaluate(net, ds, cfg, d, device)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1), "train_error": error_percent(int(correct), int(count)),
+               "test_loss": test_loss, "test_error": test_err, "lr": lr, "seconds": time.perf_counter() - t0,
+               "train_seconds": train_s, "images_per_s": count / train_s, "weight_change": tracker.percent_changed()}
+        if d.main:
+            log.append(row)
+            save_checkpoint(ckpt_path, {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(),
+                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                        "tracker": tracker.state_dict()})
+            epochs.set_postfix(test_err=f"{test_err:.2f}%", train_err=f"{row['train_error']:.2f}%")
+        distributed.barrier(d)
+    epochs.close()
+    log.close()
+
+    # -- summary ----------------------------------------------------------------------------
+    history = log.read() if d.main else []
+    summary = _summary(cfg, history, d, device)
+    digests = distributed.gather_digests(model, d)
+    summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1)
+    if d.main:
+        atomic_write_json(out_dir / "summary.json", summary)
+    distributed.barrier(d)
+    distributed.teardown(d)
+    if tmp is not None:
+        tmp.cleanup()
+    return summary
+
+
+def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker) -> int:
+    """Load ``path`` into the run's objects; returns the number of completed epochs."""
+    ck = load_checkpoint(path)
+    saved = ck.get("config", {})
+    for key in _FIXED_ON_RESUME:
+        if saved.get(key) != getattr(cfg, key):
+            raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
+                             f"{getattr(cfg, key)!r}; resume with the run's own settings")
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} does not fit model {cfg.model!r} ({str(e).splitlines()[0][:100]})") from None
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    tracker.load_state_dict(ck["tracker"])
+    if ck["epoch"] > cfg.epochs:
+        raise ValueError(f"checkpoint {path} is at epoch {ck['epoch']}, past epochs={cfg.epochs}")
+    return int(ck["epoch"])
+
+
+def _summary(cfg: TrainConfig, history: list, d: distributed.Dist, device) -> dict:
+    last = history[-1] if history else {}
+    wc = last.get("weight_change", {})
+    return {"data": cfg.data, "model": cfg.model, "method": cfg.method, "optimizer": cfg.optimizer,
+            "label": cfg.label, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "lr": cfg.lr,
+            "test_error": last.get("test_error"), "train_error": last.get("train_error"),
+            "best_test_error": min((r["test_error"] for r in history), default=None),
+            "seconds": sum(r["seconds"] for r in history),
+            "images_per_s": (sum(r["images_per_s"] * r["train_seconds"] for r in history)
+                             / max(sum(r["train_seconds"] for r in history), 1e-9)) if history else None,
+            "weight_change": wc, "weight_change_mean": sum(wc.values()) / len(wc) if wc else None,
+            "world_size": d.world_size, "device": str(device), "torch": torch.__version__,
+            "qtrain": __version__, "host": platform.node(), "config": cfg.to_dict()}
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The config a run in ``run_dir`` was started with (for ``--resume``)."""
+    from .config import make
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; --resume needs the RUN_DIR of a run started with --out")
+    try:
+        return make(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt ({e}); restore it or start a new run") from None
