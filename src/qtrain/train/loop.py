@@ -139,7 +139,7 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
                              lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
                              bc_rounding=cfg.bc_rounding)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
-    tracker = WeightChangeTracker(named_q)
+    tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
     net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)

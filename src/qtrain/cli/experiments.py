@@ -1,0 +1,58 @@
+"""``qtrain table1`` and ``qtrain reproduce``: the paper's experiments, one command each."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("table1", help="train the Table 1 cells of a scale and write table1.md/json + figures",
+                       description="Train ADAM, BC-ADAM, Big SR-ADAM, SR-ADAM, R-ADAM on a scale's presets. "
+                       "Finished cells are read back, interrupted ones resumed.")
+    p.add_argument("--scale", required=True, help="quick | mini | paper")
+    p.add_argument("--out", type=Path, help="output folder (runs/<cell>/ + table1.*)")
+    p.add_argument("--data-dir", help="dataset folder (CIFAR-10: the python batches, or a parent)")
+    p.add_argument("--cells", nargs="*", help="only these cells (names from --list)")
+    p.add_argument("--list", action="store_true", help="list the scale's cells and their preset files, then exit")
+    p.add_argument("--report-only", action="store_true", help="only collect finished runs into the report")
+    p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
+    p.add_argument("--train-subset", type=int, help="override: use the first N training images")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=table1)
+
+    r = sub.add_parser("reproduce", help="every poster result (theory + Table 1) into one report",
+                       description="Run convex, toy, markov and table1 at a scale and write DIR/report.md with a "
+                       "verdict per poster claim.")
+    r.add_argument("--scale", required=True, help="quick | mini | paper")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", help="auto | cpu | cuda")
+    r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
+    r.add_argument("--no-progress", dest="progress", action="store_false")
+    r.set_defaults(func=reproduce)
+
+
+def table1(args: argparse.Namespace) -> int:
+    from ..experiments.table1 import cells, run_table1
+
+    if args.list:
+        for name, path in cells(args.scale).items():
+            print(f"{name:32s} {path}")
+        return 0
+    if args.out is None:
+        raise ValueError("--out DIR is required")
+    report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
+                        progress=args.progress, epochs=args.epochs, train_subset=args.train_subset, device=args.device)
+    print((args.out / "table1.md").read_text())
+    return 0 if report["cells"] else 1
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    from ..experiments.reproduce import run_reproduce
+
+    run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
+                  epochs=args.epochs, progress=args.progress)
+    print(f"report: {args.out / 'report.md'}")
+    return 0

@@ -1,0 +1,71 @@
+"""Figures of training runs: test error vs epoch, and the poster's per-layer weight-change panels.
+
+Inputs are ``{column: {method label: metrics rows}}`` where rows are ``metrics.jsonl`` records.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+COLORS = {"ADAM": "black", "BC-ADAM": "tab:blue", "Big SR-ADAM": "tab:green", "SR-ADAM": "tab:orange",
+          "R-ADAM": "tab:red"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def error_curves(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Path:
+    """Test error (%) vs epoch, one panel per column, one line per method."""
+    plt = _plt()
+    cols = list(by_column)
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for label, rows in by_column[col].items():
+            if rows:
+                ax.plot([r["epoch"] for r in rows], [r["test_error"] for r in rows], label=label,
+                        color=COLORS.get(label), lw=1.6)
+        ax.set(title=col, xlabel="epoch", ylabel="test error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def weight_change_panels(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Path:
+    """% of quantized weights differing from their starting values, per layer, vs epoch;
+    one panel per quantized method (rows: columns of the table), as on the poster."""
+    plt = _plt()
+    cols = list(by_column)
+    methods = [m for m in COLORS if any(m in by_column[c] and by_column[c][m] and by_column[c][m][0].get("weight_change")
+                                       for c in cols)]
+    if not methods:
+        methods = ["(none)"]
+    fig, axes = plt.subplots(len(cols), len(methods), figsize=(3.8 * len(methods), 3.2 * len(cols)),
+                             squeeze=False, sharey=True)
+    for i, col in enumerate(cols):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            rows = by_column[col].get(m, [])
+            layers = list(rows[0]["weight_change"]) if rows and rows[0].get("weight_change") else []
+            cmap = plt.get_cmap("viridis")
+            for k, layer in enumerate(layers):
+                ax.plot([r["epoch"] for r in rows], [r["weight_change"][layer] for r in rows],
+                        color=cmap(k / max(len(layers) - 1, 1)), lw=1.2, label=layer if len(layers) <= 8 else None)
+            ax.set(title=f"{m} ({col})", xlabel="epoch")
+            if j == 0:
+                ax.set_ylabel("% weights changed")
+            ax.grid(alpha=0.3)
+            if layers and len(layers) <= 8:
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
