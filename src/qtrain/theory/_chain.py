@@ -122,7 +122,7 @@ def fast_available() -> bool:
 def _check(grid: Grid, method: str, lr: float, sigma: float, grad: np.ndarray) -> None:
     if method not in METHOD_CODES:
         raise ValueError(f"method={method!r} is not one of {tuple(METHOD_CODES)}")
-    if not (isinstance(grid, Grid) and grid.kind == "uniform" and grid.bounded):
+    if not (isinstance(grid, Grid) and grid.kind in ("uniform", "ternary") and grid.bounded):
         raise ValueError(f"grid={grid!r} must be a bounded uniform grid; use Grid.uniform(delta, bits=b)")
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr!r} must be a finite number > 0; pass a positive learning rate")

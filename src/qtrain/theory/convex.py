@@ -29,7 +29,7 @@ power of two, as here, since the division is then exact).
 
 >>> from qtrain.theory import convex
 >>> round(convex.theorem1_bound(T=100, mu=1.0, G=2.0, d=4, delta=0.25), 4)
-0.5095
+0.6123
 >>> r = convex.run(seed=0, quick=True, T=200, seeds=4, deltas=[0.25])
 >>> sorted({x["method"] for x in r["results"]})
 ['bc', 'bc_d', 'r', 'sr']

@@ -64,7 +64,7 @@ def _check_alpha(alpha) -> float:
 
 
 def _check(grid: Grid, sigma, d: int) -> None:
-    if not (isinstance(grid, Grid) and grid.kind == "uniform" and grid.bounded):
+    if not (isinstance(grid, Grid) and grid.kind in ("uniform", "ternary") and grid.bounded):
         raise ValueError(f"grid={grid!r} must be a bounded uniform grid; use Grid.uniform(delta, bits=b)")
     if not (math.isfinite(float(sigma)) and sigma > 0):
         raise ValueError(f"sigma={sigma!r} must be > 0; Theorem 5 needs gradient noise on both sides of 0")
