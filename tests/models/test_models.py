@@ -17,12 +17,12 @@ PARAMS_10 = {
     "resnet56": 853_018,
     "wrn56_2": 3_401_770,
     "resnet18": 11_181_642,
-    "smallcnn": 94_762,
+    "smallcnn": 53_794,
     "mlp": 789_258,
 }
 PARAMS_100 = {"vgg9": 2_811_428, "vggbc": 14_122_056, "resnet20": 275_572,
               "resnet56": 858_868, "wrn56_2": 3_413_380, "resnet18": 11_227_812,
-              "smallcnn": 106_372, "mlp": 812_388}
+              "smallcnn": 62_524, "mlp": 812_388}
 # number of conv layers (what the paper quantizes)
 CONVS = {"vgg9": 7, "vggbc": 6, "resnet20": 19, "resnet56": 55, "wrn56_2": 55, "resnet18": 20,
          "smallcnn": 3, "mlp": 0}

@@ -9,7 +9,7 @@ resnet20 CIFAR ResNet, n=3, widths 16/32/64, opt. A   269,722
 resnet56 CIFAR ResNet, n=9, widths 16/32/64, opt. A   853,018
 wrn56_2  ResNet-56 with widths 32/64/128              3,401,770
 resnet18 ImageNet ResNet-18 (7×7 stem, [2,2,2,2])     11,181,642
-smallcnn 3×(conv+BN+ReLU+pool), widths 32/64/128      94,762
+smallcnn 3×(conv+BN+ReLU+pool), widths 24/48/96       53,794
 mlp      flatten + 2 linear (hidden 256)              789,258
 ======== ============================================ =============================
 

@@ -4,7 +4,8 @@ r"""Small models for the quick scale: ``SmallCNN`` and ``MLP``.
 :math:`(w, 2w, 4w)`, then global average pooling and a linear layer to :math:`K` classes. The
 max-pool is skipped once the feature map is 1×1, so it works from 8×8 digits (8→4→2→1) to
 32×32 CIFAR (32→16→8→4). Its three convs are what a quantized optimizer quantizes. Default
-:math:`w = 32`.
+:math:`w = 24` (53,794 parameters for 10 classes): one CIFAR-10 epoch (forward + backward +
+Adam, batch 128) takes roughly 20–35 s on 2 CPU cores.
 
 **MLP**: flatten, ``Linear(C·s·s, hidden)`` + ReLU, ``Linear(hidden, K)`` (no conv, so the
 paper's conv-only quantization leaves it float; here for completeness).
@@ -39,7 +40,7 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-                 width: int = 32):
+                 width: int = 24):
         super().__init__()
         layers: List[nn.Module] = []
         c, s = in_channels, image_size
