@@ -136,10 +136,11 @@ def test_ranks_partition_the_global_batch(split, b, ws):
 def test_batch_size_must_divide_by_world_size():
     ds = fake_cifar()
     with pytest.raises(ValueError, match="multiple of world_size"):
-        next(batches(ds, "train", 10, shuffle=True, augment=True, seed=0, epoch=0, world_size=4))
+        batches(ds, "train", 10, shuffle=True, augment=True, seed=0, epoch=0, world_size=4)
     with pytest.raises(ValueError, match="rank"):
-        next(batches(ds, "train", 8, shuffle=True, augment=True, seed=0, epoch=0, rank=2,
-                     world_size=2))
+        batches(ds, "train", 8, shuffle=True, augment=True, seed=0, epoch=0, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="split"):
+        batches(ds, "valid", 8, shuffle=False, augment=False, seed=0, epoch=0)
 
 
 def test_no_augmentation_for_digits_even_if_asked():

@@ -127,22 +127,30 @@ def batches(ds, split: str, batch_size: int, *, shuffle: bool, augment: bool, se
         ``x``: ``float32`` :math:`b \\times C \\times H \\times W` normalised, ``y``: ``int64``
         :math:`b`, both on ``device``.
     """
-    _check(batch_size, rank, world_size)
+    _check(batch_size, rank, world_size)  # eagerly: errors surface at the call, not at next()
     if not isinstance(ds, InMemoryDataset):
         from .imagenet import ImageFolderDataset, folder_batches
         if isinstance(ds, ImageFolderDataset):
-            yield from folder_batches(ds, split, batch_size, shuffle=shuffle, augment=augment,
-                                      seed=seed, epoch=epoch, rank=rank, world_size=world_size,
-                                      device=device, drop_last=_drop_last(split, drop_last),
-                                      num_workers=num_workers)
-            return
+            ds.split(split)
+            return folder_batches(ds, split, batch_size, shuffle=shuffle, augment=augment,
+                                  seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                                  device=device, drop_last=_drop_last(split, drop_last),
+                                  num_workers=num_workers)
         raise TypeError(f"batches() needs an InMemoryDataset or ImageFolderDataset, got "
                         f"{type(ds).__name__}")
+    ds.split(split)
+    return _memory_batches(ds, split, batch_size, shuffle, augment, seed, epoch, rank,
+                           world_size, torch.device(device), drop_last)
+
+
+def _memory_batches(ds: InMemoryDataset, split: str, batch_size: int, shuffle: bool,
+                    augment: bool, seed: int, epoch: int, rank: int, world_size: int,
+                    device: torch.device, drop_last: Optional[bool]
+                    ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     xs, ys = ds.split(split)
     n = xs.shape[0]
     k_total = num_batches(ds, split, batch_size, drop_last)
     order = epoch_order(n, shuffle, seed, epoch)
-    device = torch.device(device)
     do_aug = augment and ds.augment
     for k in range(k_total):
         idx = order[k * batch_size:(k + 1) * batch_size]
