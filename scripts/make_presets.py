@@ -31,7 +31,7 @@ IMAGENET = dict(epochs=40, lr_milestones=[20, 30], batch_size=256)
 
 # CPU scales [choice]: same protocol, smaller model/data/epochs.
 SMALL = {
-    "mini": {"c10-smallcnn": dict(data="cifar10", model="smallcnn", width=32, epochs=8, lr_milestones=[4, 6],
+    "mini": {"c10-smallcnn": dict(data="cifar10", model="smallcnn", width=32, epochs=15, lr_milestones=[8, 11],
                                   batch_size=128, big_batch=1024, paper_column="c10-vgg9")},
     "quick": {"digits-smallcnn": dict(data="digits", model="smallcnn", width=16, epochs=16, lr_milestones=[8, 12],
                                       batch_size=32, big_batch=256, paper_column="c10-vgg9")},

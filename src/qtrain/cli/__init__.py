@@ -2,12 +2,14 @@
 
 Each submodule registers its sub-commands with ``register(subparsers)``; a command's
 handler gets the parsed ``argparse.Namespace`` and returns an exit code. Errors that a user
-can fix (``ValueError``, ``FileNotFoundError``, ...) print one line and exit 2, no traceback.
+can fix (``ValueError``, ``FileNotFoundError``, a missing optional package, ...) print one line
+and exit 2, no traceback; ``QTRAIN_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -47,7 +49,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("qtrain: interrupted", file=sys.stderr)
         return 130
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError,
-            PermissionError) as e:
+            PermissionError, ImportError) as e:
+        if os.environ.get("QTRAIN_DEBUG"):
+            raise
         print(f"qtrain {args.command}: error: {e}", file=sys.stderr)
         return 2
 

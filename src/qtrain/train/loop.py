@@ -67,6 +67,8 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
 def subset(ds, cfg: TrainConfig):
     """The first ``train_subset`` / ``test_subset`` examples (in-memory datasets)."""
     changes = {}
+    if (cfg.train_subset or cfg.test_subset) and not hasattr(ds, "train_x"):
+        raise ValueError(f"--train-subset/--test-subset work on in-memory datasets, not {cfg.data!r}")
     if cfg.train_subset:
         changes.update(train_x=ds.train_x[:cfg.train_subset], train_y=ds.train_y[:cfg.train_subset])
     if cfg.test_subset:
