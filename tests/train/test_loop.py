@@ -20,7 +20,8 @@ def test_tiny_run_per_method(tmp_path, method):
     assert 0 <= s["test_error"] <= 100 and s["epochs"] == 2 and s["replicas_identical"]
     rows = read_metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert set(rows[0]["weight_change"]) == {"features.0.weight", "features.4.weight", "features.8.weight"}
+    convs = {"features.0.weight", "features.4.weight", "features.8.weight"}
+    assert set(rows[0]["weight_change"]) == (set() if method == "float" else convs)  # float weights always move
     if method == "r":
         assert max(rows[-1]["weight_change"].values()) < 5  # R barely moves
     if method == "sr":
