@@ -24,7 +24,7 @@ def test_dict_round_trip(g):
     assert Grid.from_dict(g.to_dict()) == g
 
 
-@pytest.mark.parametrize("delta", [0, -1.0, float("nan"), float("inf"), "x", None])
+@pytest.mark.parametrize("delta", [0, -1.0, float("nan"), float("inf"), "x", None, 1e-50, 1e39])
 def test_bad_delta(delta):
     with pytest.raises(ValueError, match="delta"):
         Grid.uniform(delta)

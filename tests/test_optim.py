@@ -212,3 +212,27 @@ def test_load_state_dict_mismatches():
         make("sr", tiny_net(), grid=Grid.binary(0.2)).load_state_dict(sd)
     with pytest.raises(ValueError, match="no 'qtrain' entry"):
         make("sr", tiny_net()).load_state_dict(torch.optim.Adam(m.parameters()).state_dict())
+
+
+def test_failed_step_leaves_weights_on_the_grid():
+    m = tiny_net()
+    opt = make("bc", m, check_finite=False)
+    before = [p.detach().clone() for p in conv_weights(m)]
+    latents = [t.clone() for t in opt.latents]
+    x, y = batches(1)[0]
+    nn.functional.cross_entropy(m(x), y).backward()
+    m[3].weight.grad[0, 0, 0, 0] = float("nan")  # NaN reaches the latent weights, quantize refuses
+    with pytest.raises(ValueError, match="NaN"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, conv_weights(m)))
+    assert all(torch.equal(a, b) for a, b in zip(latents, opt.latents)) and opt.step_count == 0
+
+
+def test_float_refuses_nan_gradients_too():
+    m = tiny_net()
+    opt = make("float", m)
+    x, y = batches(1)[0]
+    nn.functional.cross_entropy(m(x), y).backward()
+    m[6].weight.grad.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        opt.step()

@@ -15,8 +15,8 @@ from qtrain import _kernel
 from qtrain.rng import resolve_key, uniform, uniform_reference
 from qtrain.rounding import _eager, q_d_reference, q_s_reference
 
-GRIDS = [Grid.uniform(2**-3), Grid.uniform(0.1), Grid.uniform(0.3, bits=2), Grid.uniform(1.0, bits=1),
-         Grid.binary(1.0), Grid.binary(0.37), Grid.ternary(0.5)]
+GRIDS = [Grid.uniform(2**-3), Grid.uniform(0.1), Grid.uniform(1 / 7), Grid.uniform(0.3, bits=2),
+         Grid.uniform(1.0, bits=1), Grid.uniform(2**-10, bits=32), Grid.binary(1.0), Grid.binary(0.37), Grid.ternary(0.5)]
 Z = 5.0  # two-sided false-alarm rate 5.7e-7 per check
 
 
@@ -47,9 +47,12 @@ def test_kernel_equals_eager(g, rounding):
         pytest.skip("no C compiler: only the eager path exists")
     x = torch.randn(300_001) * 3
     key = resolve_key(11)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, -1e-3, 1e-3, float("inf"), -float("inf"), 1e30, -1e30, 1e-40])])
+    if not g.bounded:
+        x = x[x.isfinite()]
     fast = quantize(x, g, rounding, generator=11)
     slow = _eager(x, g, rounding == "stochastic", key)
-    assert torch.equal(fast, slow)
+    assert torch.equal(fast.view(torch.int32), slow.view(torch.int32))  # bit for bit, sign of zero included
 
 
 def _tie_values(g: Grid):
@@ -133,6 +136,27 @@ def test_binary_stochastic_probability():
         assert abs(frac - p) <= Z * math.sqrt(p * (1 - p) / n) + 1e-9
 
 
+def test_values_on_a_level_never_move_even_when_delta_is_not_a_power_of_two():
+    g = Grid.uniform(1 / 7)
+    levels = quantize(torch.arange(-50, 50, dtype=torch.float32) / 7, g)
+    x = levels.repeat(20_000)  # 2e6 draws; a 2^-21 leak would show about once
+    assert torch.equal(quantize(x, g, "stochastic", generator=1), x)
+
+
+def test_zero_is_always_positive_zero():
+    for g in (Grid.uniform(1.0, bits=1), Grid.uniform(0.5), Grid.ternary(1.0)):
+        for r in ("nearest", "stochastic"):
+            y = quantize(torch.tensor([-0.0, -0.2, 0.2, -0.0]), g, r, generator=0)
+            zeros = y[y == 0]
+            assert zeros.numel() and not torch.signbit(zeros).any(), (g, r)
+
+
+def test_wide_grids_stay_inside_their_range():
+    g = Grid.uniform(1.0, bits=32)
+    y = quantize(torch.tensor([3e9, -3e9]), g)
+    assert y[0].item() <= g.high and y[1].item() >= g.low
+
+
 def test_clipping_outside_bounded_range():
     g = Grid.uniform(0.5, bits=2)  # levels -1, -0.5, 0, 0.5
     y = quantize(torch.tensor([-3.0, 3.0, 0.74]), g, "stochastic", generator=0)
@@ -178,6 +202,9 @@ def test_bad_inputs():
         quantize(torch.tensor([0.1, float("nan")]), g)
     with pytest.raises(ValueError, match="NaN"):
         quantize(torch.tensor([0.1, float("nan")]), g, "stochastic")
+    with pytest.raises(ValueError, match="unbounded"):
+        quantize(torch.tensor([1.0, float("inf")]), g)
+    assert quantize(torch.tensor([float("inf")]), Grid.uniform(0.5, bits=4)).item() == 3.5
     with pytest.raises(ValueError, match="rounding='up'"):
         quantize(torch.zeros(2), g, "up")
     with pytest.raises(ValueError, match="floating-point"):

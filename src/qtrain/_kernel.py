@@ -1,9 +1,10 @@
 """Build and load the fast CPU rounding kernel (``csrc/quantize.c``) with the system C compiler.
 
 The kernel is optional: without a compiler (or with ``QTRAIN_NO_KERNEL=1``) qtrain uses the
-eager torch path, which computes the same bits. The shared library is cached under
-``$QTRAIN_CACHE`` (default ``~/.cache/qtrain``), keyed by the source, the compiler flags and
-the host, and written atomically so concurrent processes never load a half-written file.
+eager torch path, which computes the same bits. :func:`compile_library` (also used by
+:mod:`qtrain.theory._chain`) caches shared libraries under ``$QTRAIN_CACHE`` (default
+``~/.cache/qtrain``), keyed by the source, the compiler flags and the host, and writes them
+atomically so concurrent processes never load a half-written file.
 Threads: the array is cut into one slice per torch thread; ctypes releases the GIL, and the
 counter-based random source makes the result independent of the split.
 """
@@ -20,7 +21,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -33,28 +34,50 @@ _pool: Optional[ThreadPoolExecutor] = None
 _MIN_PER_THREAD = 1 << 16
 
 
-def _build() -> Optional[ctypes.CDLL]:
+def compile_library(name: str, source: str, flags: List[str]) -> Optional[ctypes.CDLL]:
+    """Compile C ``source`` with the system compiler into ``$QTRAIN_CACHE/<name>-<hash>.so`` (once;
+    atomically) and load it. ``None`` (with a warning) when there is no compiler or the build
+    fails, or when ``QTRAIN_NO_KERNEL`` is set: callers then use their pure-Python/torch path."""
     if os.environ.get("QTRAIN_NO_KERNEL"):
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None or not _SRC.exists():
+    if cc is None:
         return None
-    src = _SRC.read_bytes()
-    tag = hashlib.sha256(src + " ".join([cc] + _FLAGS).encode() + platform.node().encode()).hexdigest()[:16]
+    tag = hashlib.sha256((source + " ".join([cc] + flags) + platform.node()).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("QTRAIN_CACHE", Path.home() / ".cache" / "qtrain"))
-    lib_path = cache / f"quantize-{tag}.so"
+    lib_path = cache / f"{name}-{tag}.so"
     if not lib_path.exists():
+        src = tmp = None
         try:
             cache.mkdir(parents=True, exist_ok=True)
+            fd, src = tempfile.mkstemp(suffix=".c", dir=cache)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(source)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
             os.close(fd)
-            subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp, "-lm"], check=True,
+            subprocess.run([cc, *flags, src, "-o", tmp, "-lm"], check=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
             os.replace(tmp, lib_path)
         except (OSError, subprocess.SubprocessError) as e:
-            warnings.warn(f"qtrain: could not build the fast rounding kernel ({e}); using the eager torch path")
+            warnings.warn(f"qtrain: could not build {name} ({e}); using the slower pure torch/Python path")
             return None
-    lib = ctypes.CDLL(str(lib_path))
+        finally:
+            for leftover in (src, tmp):
+                if leftover and os.path.exists(leftover):
+                    os.unlink(leftover)
+    try:
+        return ctypes.CDLL(str(lib_path))
+    except OSError as e:  # a corrupt or foreign cached file: fall back rather than fail every call
+        warnings.warn(f"qtrain: could not load {lib_path} ({e}); delete it to rebuild. Using the slower path")
+        return None
+
+
+def _build() -> Optional[ctypes.CDLL]:
+    if not _SRC.exists():
+        return None
+    lib = compile_library("quantize", _SRC.read_text(), _FLAGS)
+    if lib is None or not hasattr(lib, "qtrain_quantize_f32"):
+        return None
     f = lib.qtrain_quantize_f32
     f.restype = ctypes.c_int64
     f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
@@ -88,6 +111,8 @@ def run(x: torch.Tensor, out: torch.Tensor, mode: int, delta: float, bounded: bo
     if nthreads == 1:
         return int(lib.qtrain_quantize_f32(xp, op, n, 0, *args))
     if _pool is None or _pool._max_workers < nthreads:  # noqa: SLF001
+        if _pool is not None:
+            _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="qtrain-kernel")
     bounds = [n * j // nthreads for j in range(nthreads + 1)]
     futures = [_pool.submit(lib.qtrain_quantize_f32, xp + 4 * a, op + 4 * a, b - a, a, *args)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 __all__ = ["Grid"]
+_F32_TINY, _F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
 
 
 def _check_positive(name: str, value, fix: str) -> float:
@@ -32,6 +33,8 @@ def _check_positive(name: str, value, fix: str) -> float:
         raise ValueError(f"{name}={value!r} is not a number; {fix}") from None
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name}={value!r} must be a finite number > 0; {fix}")
+    if not _F32_TINY <= v <= _F32_MAX / 2:  # quantizers compute in float32 (2s for binary)
+        raise ValueError(f"{name}={value!r} is outside float32's normal range [{_F32_TINY:.3g}, {_F32_MAX / 2:.3g}]; {fix}")
     return v
 
 

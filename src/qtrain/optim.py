@@ -167,8 +167,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     # -- the update ---------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        """One step of ``method``; returns ``closure()``'s loss if given."""
+        """One step of ``method``; returns ``closure()``'s loss if given.
+
+        If anything raises (a non-finite gradient, NaN after the update, ...), the quantized
+        parameters and BC's latent weights are restored to their values before the step; the
+        base optimizer's own state (e.g. Adam's moments) may have advanced.
+        """
         if self.method == "float":
+            if self.check_finite and closure is None:
+                self._check_grads()
             return self.base.step(closure)
         loss = None
         if closure is not None:
@@ -176,24 +183,33 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         if self.check_finite:
             self._check_grads()
-        self.step_count += 1
         old = [p.detach().clone() for p in self.qparams]
-        if self.method == "bc":
-            for p, latent in zip(self.qparams, self.latents):
-                p.copy_(latent)  # the base step moves the latent weights ...
-        self.base.step()  # ... with the gradient taken at the quantized weights
-        rounding = {"r": "nearest", "sr": "stochastic", "bc": self.bc_rounding}[self.method]
-        for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+        old_latents = [latent.clone() for latent in self.latents]
+        self.step_count += 1
+        try:
             if self.method == "bc":
-                src = self.latents[i]
-                src.copy_(p).clamp_(g.low, g.high)
-            else:
+                for p, latent in zip(self.qparams, self.latents):
+                    p.copy_(latent)  # the base step moves the latent weights ...
+            self.base.step()  # ... with the gradient taken at the quantized weights
+            rounding = {"r": "nearest", "sr": "stochastic", "bc": self.bc_rounding}[self.method]
+            new = []
+            for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                 src = p
-            new = quantize(src, g, rounding, self._key(i))
-            changed = new != old[i]
+                if self.method == "bc":
+                    src = self.latents[i].copy_(p).clamp_(g.low, g.high)
+                new.append(quantize(src, g, rounding, self._key(i)))
+        except BaseException:
+            for p, o in zip(self.qparams, old):
+                p.copy_(o)
+            for latent, o in zip(self.latents, old_latents):
+                latent.copy_(o)
+            self.step_count -= 1
+            raise
+        for i, (p, q) in enumerate(zip(self.qparams, new)):
+            changed = q != old[i]
             stalled = (~changed & (p != old[i])).float().mean() if self.method == "r" else None
             self._diag[self.names[i]] = (changed.float().mean(), stalled)
-            p.copy_(new)
+            p.copy_(q)
         return loss
 
     def _key(self, index: int) -> int:
@@ -243,6 +259,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         for name, g_saved, g_now in zip(self.names, grids, self.grids):
             if g_saved != g_now:
                 raise ValueError(f"grid mismatch for {name}: checkpoint {g_saved!r}, optimizer {g_now!r}")
+        if len(q["latents"]) != len(self.latents):
+            raise ValueError(f"checkpoint holds {len(q['latents'])} latent tensors, this optimizer {len(self.latents)}")
         for name, lat, p in zip(self.names, q["latents"], self.qparams):
             if tuple(lat.shape) != tuple(p.shape):
                 raise ValueError(f"latent weights for {name} have shape {tuple(lat.shape)}, parameter {tuple(p.shape)}")

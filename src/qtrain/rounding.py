@@ -59,6 +59,17 @@ def _f32(v: float) -> float:
     return float(torch.tensor(v, dtype=_F32))
 
 
+def _k_range(grid: Grid):
+    """The grid's index range as float32 values inside it (indices beyond 2^24 are not all
+    representable in float32: round the bounds inward)."""
+    lo, hi = _f32(grid.kmin), _f32(grid.kmax)
+    if hi > grid.kmax:
+        hi = float(torch.nextafter(torch.tensor(hi, dtype=_F32), torch.tensor(-math.inf, dtype=_F32)))
+    if lo < grid.kmin:
+        lo = float(torch.nextafter(torch.tensor(lo, dtype=_F32), torch.tensor(math.inf, dtype=_F32)))
+    return lo, hi
+
+
 # -- plain scalar reference ------------------------------------------------------------------
 def q_d_reference(w: float, grid: Grid) -> float:
     r""":math:`Q_d(w)` for one value. ``w`` and ``grid.delta`` are taken as float32, the quotient
@@ -73,8 +84,8 @@ def q_d_reference(w: float, grid: Grid) -> float:
     t = _f32(w / d)
     k = math.copysign(math.floor(abs(t) + 0.5), t)
     if grid.bounded:
-        k = min(max(k, grid.kmin), grid.kmax)
-    return _f32(k * d)
+        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+    return _f32((k + 0.0) * d)
 
 
 def q_s_reference(w: float, grid: Grid, u: float) -> float:
@@ -90,10 +101,15 @@ def q_s_reference(w: float, grid: Grid, u: float) -> float:
     t = _f32(w / d)
     f = math.floor(t)
     p = _f32(t - f)
-    k = f + 1 if u < p else f
+    if w == _f32(f * d):  # already on a level (x/Δ may round off the integer when Δ is not 2^k)
+        k = f
+    elif w == _f32((f + 1) * d):
+        k = f + 1
+    else:
+        k = f + 1 if u < p else f
     if grid.bounded:
-        k = min(max(k, grid.kmin), grid.kmax)
-    return _f32(k * d)
+        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+    return _f32((k + 0.0) * d)
 
 
 # -- vectorised ------------------------------------------------------------------------------
@@ -113,13 +129,15 @@ def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Ten
         f = torch.floor(t)
         u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
         k = torch.where(u < t - f, f + 1, f)
+        k = torch.where(x == (f + 1) * d, f + 1, k)  # values already on a level stay there
+        k = torch.where(x == f * d, f, k)
     else:
         a = t.abs()
         f = torch.floor(a)
         k = torch.copysign(torch.where(a - f >= 0.5, f + 1, f), t)
     if grid.bounded:
-        k = k.clamp(grid.kmin, grid.kmax)
-    return k * d
+        k = k.clamp(*_k_range(grid))
+    return (k + 0.0) * d  # + 0: one zero, +0, on every path
 
 
 def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
@@ -155,12 +173,15 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
     if work_dtype == _F32 and xc.device.type == "cpu" and _kernel.get() is not None:
         out = torch.empty_like(xc)
         mode = (2 if grid.kind == "binary" else 0) + int(stochastic)
-        nan = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded,
-                          float(grid.kmin or 0), float(grid.kmax or 0), _f32(grid.scale or 1.0), key)
+        kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
+        nan = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
     else:
         nan = int(torch.isnan(xc).sum())
         out = _eager(xc, grid, stochastic, key)
     if nan:
         raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
                          "check the learning rate, the loss and the gradients (NaN has no grid level)")
+    if not grid.bounded and bool(torch.isinf(out).any()):
+        raise ValueError(f"quantize: input has infinite entries and {grid!r} is unbounded (no level for inf); "
+                         "check the learning rate and gradients, or bound the grid with bits=...")
     return out.to(x.dtype).view(x.shape) if out.dtype != x.dtype else out.view(x.shape)

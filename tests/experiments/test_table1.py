@@ -40,8 +40,12 @@ def test_quick_table1_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "table1.json").read_text())
     assert saved["checks"]["digits-smallcnn"]["sr_changes_more_than_bc"] is not None
     # a second call reads the finished runs back instead of training again
-    again = run_table1("quick", tmp_path, only=only, progress=False, report_only=True, log=lambda *_: None)
+    again = run_table1("quick", tmp_path, only=only, progress=False, report_only=True, log=lambda *_: None,
+                       epochs=1, train_subset=256)
     assert [c["test_error"] for c in again["cells"]] == [c["test_error"] for c in report["cells"]]
+    # ... but never mixes in a finished run made with other settings
+    with pytest.raises(ValueError, match="epochs=1"):
+        run_table1("quick", tmp_path, only=only[:1], progress=False, log=lambda *_: None, train_subset=256)
 
 
 def test_ordering_checks():

@@ -79,6 +79,10 @@ def test_cli_train_and_preset_override(tmp_path):
     (["--epochs", "-2"], "epochs=-2"),
     (["--data", "cifar10", "--data-dir", "/nonexistent/qtrain-data"], "/nonexistent/qtrain-data"),
     (["--scale", "big"], "scale"),
+    (["--width", "8", "--model", "resnet20"], "width=8"),
+    (["--device", "gpu"], "device='gpu'"),
+    (["--model", "mlp", "--method", "sr"], "no conv tensors"),
+    (["--lr-milestones", "0"], "lr_milestones"),
 ])
 def test_one_line_errors(tmp_path, capsys, args, needle):
     base = ["train", "--data", "digits", "--model", "smallcnn", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"]
@@ -128,3 +132,26 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     assert "loss became nan" in err and "after epoch 1" in err and "\n" not in err
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 1
     assert len(read_metrics(tmp_path / "r")) == 1
+
+
+def test_yaml_numbers_written_as_strings_and_bad_types(tmp_path, capsys):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("data: digits\nmodel: smallcnn\nweight_decay: 5e-4\nlr: 1e-2\nepochs: 1\ntrain_subset: 128\n")
+    assert cli(["train", "--config", str(preset), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["weight_decay"] == 5e-4
+    preset.write_text("data: digits\nlr_gamma: fast\n")
+    assert cli(["train", "--config", str(preset), "--out", str(tmp_path / "r2")]) == 2
+    assert "lr_gamma='fast'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli(["train", "--data", "digits", "--model", "smallcnn", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_different_lr_schedule_but_can_extend(tmp_path, capsys):
+    run(TrainConfig(**dict(TINY, epochs=2)), tmp_path / "r")
+    assert cli(["train", "--resume", str(tmp_path / "r"), "--epochs", "4", "--no-progress"]) == 2
+    assert "--lr-milestones 1 2" in capsys.readouterr().err
+    assert cli(["train", "--resume", str(tmp_path / "r"), "--epochs", "3", "--lr-milestones", "1", "2",
+                "--no-progress"]) == 0
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2, 3]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 3

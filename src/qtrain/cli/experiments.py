@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
     p.add_argument("--train-subset", type=int, help="override: use the first N training images")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field in every cell, e.g. --set scale=1 lr=0.001")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=table1)
 
@@ -27,9 +29,10 @@ def register(sub) -> None:
     r.add_argument("--scale", required=True, help="quick | mini | paper")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 cells use their presets' seeds)")
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
+    r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every Table 1 cell")
     r.add_argument("--no-progress", dest="progress", action="store_false")
     r.set_defaults(func=reproduce)
 
@@ -44,7 +47,8 @@ def table1(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("--out DIR is required")
     report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
-                        progress=args.progress, epochs=args.epochs, train_subset=args.train_subset, device=args.device)
+                        progress=args.progress, epochs=args.epochs, train_subset=args.train_subset, device=args.device,
+                        **parse_set(args.set))
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -53,6 +57,19 @@ def reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import run_reproduce
 
     run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
-                  epochs=args.epochs, progress=args.progress)
+                  epochs=args.epochs, progress=args.progress, **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
+
+
+def parse_set(items) -> dict:
+    """``["scale=1", "lr=0.001"]`` -> ``{"scale": 1, "lr": 0.001}`` (values read as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=1")
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out

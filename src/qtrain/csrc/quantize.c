@@ -33,15 +33,18 @@ static int64_t segment(const float *restrict x, float *restrict out, int64_t n, 
             f = (a - f >= 0.5f) ? f + 1.0f : f;
             float k = copysignf(f, t);
             if (bounded) k = fminf(fmaxf(k, kmin), kmax);
-            out[i] = k * delta;
+            out[i] = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
             nan += (x[i] != x[i]);
         }
     } else if (mode == 1) {
         for (int64_t i = 0; i < n; i++) {
             float t = x[i] / delta, f = floorf(t), p = t - f;
-            float k = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
+            /* a value already on a level stays there, even when x/delta rounds off the integer */
+            float k = (x[i] == f * delta) ? f
+                    : (x[i] == (f + 1.0f) * delta) ? f + 1.0f
+                    : (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
             if (bounded) k = fminf(fmaxf(k, kmin), kmax);
-            out[i] = k * delta;
+            out[i] = (k + 0.0f) * delta;
             nan += (x[i] != x[i]);
         }
     } else if (mode == 2) {

@@ -20,6 +20,7 @@ import torch
 
 from .. import __version__
 from ..train import atomic_write_json
+from ..train.checkpoint import atomic_write_bytes
 from .table1 import ORDER, ROWS, run_table1
 
 PARTS = ("convex", "toy", "markov", "table1")
@@ -39,13 +40,15 @@ class Claim:
 
 def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: int = 0, device: Optional[str] = None,
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
-                  table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None) -> dict:
+                  table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None, **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict."""
     from ..theory import convex, markov, toy
 
     if scale not in ("quick", "mini", "paper"):
         raise ValueError(f"scale={scale!r} is not one of quick, mini, paper")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; pass a directory for the report")
     out.mkdir(parents=True, exist_ok=True)
     quick = scale == "quick"
     results, times = {}, {}
@@ -56,19 +59,19 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         t0 = time.perf_counter()
         if part == "table1":
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
-                                       log=log, epochs=epochs, device=device, train_subset=train_subset)
+                                       log=log, epochs=epochs, device=device, train_subset=train_subset, **overrides)
         else:
             module = {"convex": convex, "toy": toy, "markov": markov}[part]
             results[part] = module.run(str(out / "theory"), seed=seed, quick=quick)
         times[part] = time.perf_counter() - t0
         log(f"   {part} done in {times[part]:.1f} s")
     claims = theory_claims(results["convex"], results["toy"], results["markov"]) + table1_claims(results["table1"])
-    report = {"scale": scale, "seed": seed, "claims": [asdict(c) for c in claims],
+    report = {"scale": scale, "seed": seed, "overrides": overrides, "claims": [asdict(c) for c in claims],
               "reproduced": sum(c.verdict for c in claims), "total": len(claims), "seconds": times,
               "wall_seconds": time.perf_counter() - t_start, "machine": machine()}
     atomic_write_json(out / "report.json", report)
-    (out / "report.md").write_text(markdown(report))
-    (out / "report.html").write_text(to_html(report))
+    atomic_write_bytes(out / "report.md", markdown(report).encode())
+    atomic_write_bytes(out / "report.html", to_html(report).encode())
     log(f"== reproduce: {report['reproduced']}/{report['total']} claims reproduced; report in {out / 'report.md'} ==")
     return report
 
@@ -137,7 +140,7 @@ def table1_claims(t1: dict) -> List[Claim]:
         by.setdefault(c["column"], {})[c["row"]] = c
     for col, ch in t1["checks"].items():
         cells = by[col]
-        err = {r: cells[r]["test_error"] for r in cells}
+        err = {r: c["test_error"] for r, c in cells.items() if c["test_error"] is not None}
         paper_col = next(iter(cells.values()))["paper_column"]
         paper = {r: cells[r]["paper_error"] for r in cells}
         fig = "table1/table1_error.png"
@@ -182,7 +185,8 @@ def markdown(report: dict) -> str:
     lines = [f"# qtrain reproduction report ({report['scale']} scale)", "",
              f"**{report['reproduced']} of {report['total']} claims reproduced.** Wall time {report['wall_seconds']:.0f} s "
              f"({', '.join(f'{k} {v:.0f} s' for k, v in report['seconds'].items())}); seed {report['seed']}; "
-             f"torch {m['torch']}, {m['threads']} threads, {m['cuda'] or 'CPU'}, host {m['host']}.", "",
+             f"torch {m['torch']}, {m['threads']} threads, {m['cuda'] or 'CPU'}, host {m['host']}"
+             + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
              "| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         lines.append(f"| {c['claim']} | {c['source']} | {c['measured']} | {c['poster']} | "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..train import TrainConfig, atomic_write_json, read_metrics, run
-from ..train.checkpoint import CHECKPOINT
+from ..train.checkpoint import CHECKPOINT, atomic_write_bytes
 from ..train.config import load_yaml, make
 
 PRESETS = Path(__file__).with_name("presets")
@@ -80,6 +80,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
         if summary_path.exists():
             log(f"[{i}/{len(names)}] {name}: done earlier, reading {summary_path}")
             summary = json.loads(summary_path.read_text())
+            _check_same_settings(name, summary.get("config", {}), cfg)
         elif report_only:
             log(f"[{i}/{len(names)}] {name}: no finished run in {run_dir} (skipped)")
             continue
@@ -88,7 +89,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             log(f"[{i}/{len(names)}] {name}: {'resuming' if resume else 'training'} "
                 f"({cfg.model} on {cfg.data}, {cfg.method}, batch {cfg.batch_size}, {cfg.epochs} epochs)")
             summary = run(cfg, run_dir, resume=resume)
-            log(f"[{i}/{len(names)}] {name}: test error {summary['test_error']:.2f}% in {summary['seconds']:.0f} s")
+            log(f"[{i}/{len(names)}] {name}: test error {_num(summary['test_error'])}% in {summary['seconds']:.0f} s")
         column, row = name.split(".", 1)
         results.append({"cell": name, "column": column, "row": row, "label": ROWS.get(row, row),
                         "paper_column": cfg.extra.get("paper_column", column), "summary": summary,
@@ -97,6 +98,17 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     report["wall_seconds"] = time.perf_counter() - t0
     write_report(report, out)
     return report
+
+
+_IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")
+
+
+def _check_same_settings(name: str, saved: dict, cfg: TrainConfig) -> None:
+    """Refuse to report a finished cell that was trained with other settings (e.g. a smoke run)."""
+    for key, value in cfg.to_dict().items():
+        if key not in _IGNORED and saved.get(key, value) != value:
+            raise ValueError(f"runs/{name} was trained with {key}={saved.get(key)!r}, the preset now says {value!r}; "
+                             "use another --out or delete that run folder")
 
 
 def summarise(scale: str, results: List[dict]) -> dict:
@@ -112,7 +124,7 @@ def summarise(scale: str, results: List[dict]) -> dict:
                      "batch_size": s["batch_size"], "epochs": s["epochs"], "model": s["model"], "data": s["data"]})
     checks = {}
     for column in sorted({r["column"] for r in rows}):
-        err = {r["row"]: r["test_error"] for r in rows if r["column"] == column}
+        err = {r["row"]: r["test_error"] for r in rows if r["column"] == column and r["test_error"] is not None}
         wc = {r["row"]: r["weight_change_mean"] for r in rows if r["column"] == column}
         present = [k for k in ORDER if k in err]
         measured = sorted(present, key=lambda k: err[k])
@@ -132,7 +144,7 @@ def write_report(report: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "table1.json", {k: v for k, v in report.items() if k != "histories"})
-    (out / "table1.md").write_text(markdown(report))
+    atomic_write_bytes(out / "table1.md", markdown(report).encode())
     by_column: Dict[str, Dict[str, list]] = {}
     for c in report["cells"]:
         by_column.setdefault(c["column"], {})[c["label"]] = report["histories"].get(c["cell"], [])
@@ -159,8 +171,7 @@ def markdown(report: dict) -> str:
             if c is None:
                 vals.append("–")
                 continue
-            paper = f"{c['paper_error']:.2f}" if c["paper_error"] is not None else "–"
-            vals.append(f"{c['test_error']:.2f} ({paper})")
+            vals.append(f"{_num(c['test_error'])} ({_num(c['paper_error'])})")
         lines.append(f"| {ROWS[row]} | " + " | ".join(vals) + " |")
     lines += ["", "## Checks (NOTES §5)", ""]
     for col, ch in report["checks"].items():
@@ -180,8 +191,12 @@ def markdown(report: dict) -> str:
     for c in report["cells"]:
         wc = "–" if c["weight_change_mean"] is None else f"{c['weight_change_mean']:.1f} / {c['weight_change_max']:.1f}"
         lines.append(f"| {c['cell']} | {c['model']} | {c['data']} | {c['batch_size']} | {c['epochs']} | "
-                     f"{c['test_error']:.2f} | {c['best_test_error']:.2f} | {wc} | {c['seconds']:.0f} |")
+                     f"{_num(c['test_error'])} | {_num(c['best_test_error'])} | {wc} | {c['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def _paper_col(report: dict, column: str) -> str:

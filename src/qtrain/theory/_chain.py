@@ -23,15 +23,7 @@ same bits, minutes slower; the tests check the two agree step for step.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-import warnings
-from pathlib import Path
 import numpy as np
 import torch
 
@@ -44,6 +36,7 @@ __all__ = ["run_chain", "run_chain_reference", "fast_available"]
 
 _C_SRC = r"""
 #include <stdint.h>
+#include <math.h>
 typedef int64_t (*qfn)(const float*, float*, int64_t, int64_t, int, float, int, float, float, float,
                        uint32_t, uint32_t);
 /* method 0: SR; 1: BC with Q_d forward; 2: BC with Q_s forward. state[0] = x (SR) or w_r (BC).
@@ -57,7 +50,7 @@ void qtrain_toy_chain(void *qptr, int method, float *state, const float *noise, 
         int64_t t = t0 + i;
         if (method == 0) wb = w;
         else q(&w, &wb, 1, t, method == 2 ? 1 : 0, delta, 1, kmin, kmax, 1.0f, k0, k1);
-        int64_t k = (int64_t)(wb / delta) - (int64_t)kmin;
+        int64_t k = (int64_t)floorf(wb / delta + 0.5f) - (int64_t)kmin;  /* nearest level index */
         hist[k] += 1;
         float g = grad[k] + sigma * noise[i];
         y = w - lr * g;
@@ -76,31 +69,11 @@ _CHUNK = 1 << 18
 
 
 def _build():
-    if os.environ.get("QTRAIN_NO_KERNEL") or _kernel.get() is None:
+    if _kernel.get() is None:
         return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    tag = hashlib.sha256((_C_SRC + " ".join([cc] + _FLAGS) + platform.node()).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("QTRAIN_CACHE", Path.home() / ".cache" / "qtrain"))
-    path = cache / f"toychain-{tag}.so"
-    if not path.exists():
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd, src = tempfile.mkstemp(suffix=".c", dir=cache)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(_C_SRC)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-            os.close(fd)
-            subprocess.run([cc, *_FLAGS, src, "-o", tmp], check=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=120)
-            os.replace(tmp, path)
-            os.unlink(src)
-        except (OSError, subprocess.SubprocessError) as e:
-            warnings.warn(f"qtrain.theory: could not build the toy-chain loop ({e}); using the Python loop")
-            return None
-    lib = ctypes.CDLL(str(path))
-    lib.qtrain_toy_chain.restype = None
+    lib = _kernel.compile_library("toychain", _C_SRC, _FLAGS)
+    if lib is not None:
+        lib.qtrain_toy_chain.restype = None
     return lib
 
 
@@ -186,7 +159,7 @@ def run_chain_reference(grid: Grid, grad: np.ndarray, method: str, lr: float, si
                 wb = f(q_d_reference(float(w), grid))
             else:
                 wb = f(q_s_reference(float(w), grid, uniform_reference(key, t)))
-            k = int(wb / d32) - grid.kmin
+            k = int(np.floor(wb / d32 + f(0.5))) - grid.kmin
             hist[k] += 1
             y = f(w - f(lr32 * f(grad[k] + f(s32 * noise[i]))))
             if method == "sr":

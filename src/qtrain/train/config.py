@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -99,6 +100,10 @@ class TrainConfig:
                 float(self.scale)
             except (TypeError, ValueError):
                 raise ValueError(f"scale={self.scale!r} must be 'mean' or a number > 0") from None
+        if self.width is not None and self.model != "smallcnn":
+            raise ValueError(f"width={self.width!r} applies to model 'smallcnn' only, not {self.model!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
         if self.grid == "uniform" and self.delta is None:
             raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
         self.make_grid(1.0)  # raises on a bad Δ, bits or scale
@@ -136,9 +141,44 @@ def load_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
+_FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta")
+_INTS = ("epochs", "batch_size", "bits", "width", "train_subset", "test_subset", "seed")
+
+
 def make(values: dict) -> TrainConfig:
+    """A validated config from a mapping (YAML, JSON, flags); numbers written as strings
+    (YAML reads ``5e-4`` as a string) are converted, anything else of the wrong type is refused."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = dict(values)
+    for name in _FLOATS + _INTS:
+        v = values.get(name)
+        if v is None or isinstance(v, bool):
+            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "train_subset", "test_subset")
+                                       and name in values):
+                raise ValueError(f"{name}={v!r} must be a number")
+            continue
+        try:
+            values[name] = float(v) if name in _FLOATS else _as_int(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}={v!r} must be {'a number' if name in _FLOATS else 'an integer'}") from None
+    milestones = values.get("lr_milestones")
+    if milestones is not None:
+        if not isinstance(milestones, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0
+                                                               for m in milestones):
+            raise ValueError(f"lr_milestones={milestones!r} must be a list of positive epoch numbers, e.g. [82, 123]")
+    for name in ("progress", "tensorboard", "download"):
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"{name}={values[name]!r} must be true or false")
+    if "extra" in values and not isinstance(values["extra"], dict):
+        raise ValueError(f"extra={values['extra']!r} must be a mapping")
     return TrainConfig(**values).validate()
+
+
+def _as_int(v) -> int:
+    f = float(v)
+    if not f.is_integer():
+        raise ValueError(v)
+    return int(f)

@@ -37,8 +37,9 @@ from .metrics import MetricsLog, WeightChangeTracker, error_percent
 
 EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
-_FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "grid", "scale", "delta",
-                    "bits", "quantize", "bc_rounding", "width", "seed", "train_subset")
+_FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
+                    "weight_decay", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
+                    "train_subset")
 
 
 def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
@@ -60,6 +61,9 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={name!r} but this torch has no CUDA device; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
         return torch.device("cuda", d.local_rank) if d.enabled else torch.device(name)
     return torch.device(name)
 
@@ -76,15 +80,20 @@ def subset(ds, cfg: TrainConfig):
     return dataclasses.replace(ds, **changes) if changes else ds
 
 
-def train_epoch(net, opt, data, total: int, progress: bool, desc: str) -> Tuple[float, float, int]:
-    """One pass over ``data``; returns (mean loss, error %, examples). Stops on a non-finite loss."""
+def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True
+                ) -> Tuple[float, int, int]:
+    """One pass over ``data``; returns (summed loss, correct predictions, examples).
+
+    Stops on a non-finite loss (``check_loss``; under DDP a NaN on one rank reaches every rank
+    through the averaged gradients instead, and the optimizer's gradient check stops them all).
+    """
     net.train()
     loss_sum, correct, count = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
     bar = tqdm(data, total=total, desc=desc, leave=False, disable=not progress, unit="batch")
     for i, (x, y) in enumerate(bar):
         out = net(x)
         loss = nn.functional.cross_entropy(out, y)
-        if not torch.isfinite(loss):
+        if check_loss and not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at batch {i + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,9 +113,7 @@ def evaluate(net, ds, cfg: TrainConfig, d: distributed.Dist, device) -> Tuple[fl
     loss_sum, correct, count = 0.0, 0, 0
     for x, y in batches(ds, "test", EVAL_BATCH * d.world_size, shuffle=False, augment=False, seed=cfg.seed,
                         epoch=0, rank=d.rank, world_size=d.world_size, device=device):
-        if len(y) == 0:
-            continue
-        out = net(x)
+        out = net(x)  # even on an empty share: DDP's forward is a collective (buffer broadcast)
         loss_sum += nn.functional.cross_entropy(out, y, reduction="sum").item()
         correct += int((out.argmax(1) == y).sum())
         count += len(y)
@@ -123,19 +130,30 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
         out_dir = Path(tmp.name)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory for the run")
     if not resume and ckpt_path.exists():
         raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     device = pick_device(cfg.device, d)
     progress = cfg.progress and d.main
+    if device.type == "cuda":  # bit-reproducible kernels (resume and replicas must match exactly)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
     # -- data, model, optimizer -------------------------------------------------------------
+    if cfg.download and d.enabled:  # rank 0 fetches, the others wait and then read
+        if d.main:
+            load_dataset(cfg.data, cfg.data_dir, download=True)
+        distributed.barrier(d)
     ds = subset(load_dataset(cfg.data, cfg.data_dir, download=cfg.download and d.main), cfg)
     torch.manual_seed(cfg.seed)
     kwargs = {"width": cfg.width} if cfg.width else {}
     channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
     model = build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device)
     named_q = quantized_params(model, cfg.quantize)
+    if cfg.method != "float" and not named_q:
+        raise ValueError(f"model {cfg.model!r} has no {'conv' if cfg.quantize == 'conv' else 'weight'} tensors to "
+                         f"quantize with method {cfg.method!r}; use --quantize all or a conv model")
     scales = {id(p): p.detach().abs().mean().item() for _, p in named_q}
     opt = QuantizedOptimizer(make_base_optimizer(cfg, model.parameters()), cfg.method,
                              lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
@@ -151,9 +169,10 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
         start = _restore(ckpt_path, cfg, model, opt, sched, tracker)
         if d.main:
             log.truncate(start)
-    elif d.main:
+    if d.main:
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
-        log.truncate(0)
+        if not resume:
+            log.truncate(0)
     distributed.barrier(d)
 
     # -- epochs -----------------------------------------------------------------------------
@@ -166,7 +185,8 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
                        rank=d.rank, world_size=d.world_size, device=device)
         lr = opt.param_groups[0]["lr"]
         try:
-            loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}")
+            loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}",
+                                                   check_loss=not d.enabled)
         except FloatingPointError as e:
             kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {ckpt_path}"
                     if ckpt_path.exists() else "no checkpoint was written yet")
@@ -210,6 +230,10 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker) -> int:
         if saved.get(key) != getattr(cfg, key):
             raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
                              f"{getattr(cfg, key)!r}; resume with the run's own settings")
+    saved_milestones = TrainConfig(**{k: v for k, v in saved.items() if k in ("epochs", "lr_milestones")}).milestones()
+    if saved_milestones != cfg.milestones():
+        raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
+                         f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
     try:
         model.load_state_dict(ck["model"])
     except (RuntimeError, KeyError) as e:

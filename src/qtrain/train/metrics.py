@@ -50,8 +50,10 @@ class MetricsLog:
 
     def truncate(self, epochs: int) -> None:
         """Keep the first ``epochs`` records (a resumed run rewrites what came after its checkpoint)."""
+        from .checkpoint import atomic_write_bytes
+
         rows = self.read()[:epochs]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     def append(self, row: dict) -> None:
         with open(self.path, "a") as f:
@@ -78,7 +80,13 @@ def read_metrics(path: Path) -> List[dict]:
         path = path / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill: the epochs after it are redone
+            break
+    return rows
 
 
 def error_percent(correct: int, total: int) -> Optional[float]:
