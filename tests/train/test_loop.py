@@ -155,3 +155,13 @@ def test_resume_refuses_a_different_lr_schedule_but_can_extend(tmp_path, capsys)
                 "--no-progress"]) == 0
     assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2, 3]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 3
+
+
+def test_micro_batches_accumulate_the_same_gradient(tmp_path):
+    """A BN-free model: 4 chunks of 16 give the batch-64 step up to float summation order."""
+    a = run(TrainConfig(**dict(TINY, model="mlp", epochs=1)), tmp_path / "a")
+    b = run(TrainConfig(**dict(TINY, model="mlp", epochs=1, micro_batch=16)), tmp_path / "b")
+    wa = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert abs(a["test_error"] - b["test_error"]) < 2

@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--optimizer", help=" | ".join(OPTIMIZERS))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--micro-batch", type=int, help="accumulate gradients over chunks of this many examples per process")
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-milestones", type=int, nargs="*", help="epochs at which lr *= --lr-gamma (default: 50%% and 75%%)")
     p.add_argument("--lr-gamma", type=float)

@@ -33,6 +33,7 @@ class TrainConfig:
     optimizer: str = "adam"         # sgd | adam
     epochs: int = 164
     batch_size: int = 128           # global batch (split across processes)
+    micro_batch: Optional[int] = None  # accumulate gradients over chunks of this size (per process)
     lr: float = 0.01
     lr_milestones: Optional[list] = None  # epochs at which lr *= lr_gamma; default: 50% and 75%
     lr_gamma: float = 0.1
@@ -85,7 +86,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
-        for name in ("train_subset", "test_subset", "width"):
+        for name in ("train_subset", "test_subset", "width", "micro_batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name}={v!r} must be a positive integer (or omitted)")
@@ -142,7 +143,7 @@ def load_yaml(path: Union[str, Path]) -> dict:
 
 
 _FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta")
-_INTS = ("epochs", "batch_size", "bits", "width", "train_subset", "test_subset", "seed")
+_INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "seed")
 
 
 def make(values: dict) -> TrainConfig:
@@ -156,7 +157,7 @@ def make(values: dict) -> TrainConfig:
     for name in _FLOATS + _INTS:
         v = values.get(name)
         if v is None or isinstance(v, bool):
-            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "train_subset", "test_subset")
+            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset")
                                        and name in values):
                 raise ValueError(f"{name}={v!r} must be a number")
             continue

@@ -14,6 +14,7 @@ DistributedDataParallel (see :mod:`qtrain.train.distributed`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -38,7 +39,7 @@ from .metrics import MetricsLog, WeightChangeTracker, error_percent
 EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
-                    "weight_decay", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
+                    "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
                     "train_subset")
 
 
@@ -80,29 +81,35 @@ def subset(ds, cfg: TrainConfig):
     return dataclasses.replace(ds, **changes) if changes else ds
 
 
-def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True
-                ) -> Tuple[float, int, int]:
+def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True,
+                micro_batch: Optional[int] = None) -> Tuple[float, int, int]:
     """One pass over ``data``; returns (summed loss, correct predictions, examples).
 
-    Stops on a non-finite loss (``check_loss``; under DDP a NaN on one rank reaches every rank
-    through the averaged gradients instead, and the optimizer's gradient check stops them all).
+    ``micro_batch`` accumulates each batch's gradient over chunks of that size (same mean
+    gradient, less memory; batch-norm statistics are then per chunk). Stops on a non-finite
+    loss (``check_loss``; under DDP a NaN on one rank reaches every rank through the averaged
+    gradients instead, and the optimizer's gradient check stops them all).
     """
     net.train()
     loss_sum, correct, count = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
     bar = tqdm(data, total=total, desc=desc, leave=False, disable=not progress, unit="batch")
     for i, (x, y) in enumerate(bar):
-        out = net(x)
-        loss = nn.functional.cross_entropy(out, y)
-        if check_loss and not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at batch {i + 1}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        chunks = list(zip(x.split(micro_batch), y.split(micro_batch))) if micro_batch else [(x, y)]
+        for j, (xc, yc) in enumerate(chunks):
+            sync = j == len(chunks) - 1 or not hasattr(net, "no_sync")  # DDP: all-reduce on the last chunk only
+            with contextlib.nullcontext() if sync else net.no_sync():
+                out = net(xc)
+                loss = nn.functional.cross_entropy(out, yc)
+                if check_loss and not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at batch {i + 1}")
+                (loss * (len(yc) / len(y)) if len(chunks) > 1 else loss).backward()
+            loss_sum += loss.detach().cpu() * len(yc)
+            correct += (out.argmax(1) == yc).sum().cpu()
+            count += len(yc)
         opt.step()
-        loss_sum += loss.detach().cpu() * len(y)
-        correct += (out.argmax(1) == y).sum().cpu()
-        count += len(y)
         if progress and i % 10 == 0:
-            bar.set_postfix(loss=f"{loss_sum.item() / count:.3f}")
+            bar.set_postfix(loss=f"{loss_sum.item() / max(count, 1):.3f}")
     return loss_sum.item(), int(correct), count
 
 
@@ -186,7 +193,7 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
         lr = opt.param_groups[0]["lr"]
         try:
             loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}",
-                                                   check_loss=not d.enabled)
+                                                   check_loss=not d.enabled, micro_batch=cfg.micro_batch)
         except FloatingPointError as e:
             kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {ckpt_path}"
                     if ckpt_path.exists() else "no checkpoint was written yet")
