@@ -11,13 +11,13 @@ counter-based random source makes the result independent of the split.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,9 +27,6 @@ import torch
 
 _SRC = Path(__file__).with_name("csrc") / "quantize.c"
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
-_lock = threading.Lock()
-_lib: Optional[ctypes.CDLL] = None
-_tried = False
 _pool: Optional[ThreadPoolExecutor] = None
 _MIN_PER_THREAD = 1 << 16
 
@@ -86,15 +83,10 @@ def _build() -> Optional[ctypes.CDLL]:
     return lib
 
 
+@functools.lru_cache(maxsize=None)
 def get() -> Optional[ctypes.CDLL]:
-    """The loaded kernel library, or ``None`` when it is unavailable."""
-    global _lib, _tried
-    if not _tried:
-        with _lock:
-            if not _tried:
-                _lib = _build()
-                _tried = True
-    return _lib
+    """The loaded kernel library (built on first use), or ``None`` when it is unavailable."""
+    return _build()
 
 
 def run(x: torch.Tensor, out: torch.Tensor, mode: int, delta: float, bounded: bool, kmin: float,

@@ -59,6 +59,7 @@ def plot_convex(record: dict, path) -> Path:
         ax.set(xscale="log", yscale="log", xlabel="Δ", ylabel=f"gap at T = {Tmax}",
                title=f"{prob}: floor vs Δ (SR slope {record['sr_floor_slope'].get(prob, float('nan')):.2f})")
     fig.suptitle("Theorems 1 & 4, Corollary 1: R stalls, SR floors with Δ, BC (Q_s) on a quadratic has no floor")
+    fig.tight_layout()
     return _save(fig, path)
 
 

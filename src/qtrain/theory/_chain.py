@@ -23,7 +23,7 @@ same bits, minutes slower; the tests check the two agree step for step.
 from __future__ import annotations
 
 import ctypes
-import threading
+import functools
 import numpy as np
 import torch
 
@@ -61,9 +61,6 @@ void qtrain_toy_chain(void *qptr, int method, float *state, const float *noise, 
 }
 """
 _FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
-_lock = threading.Lock()
-_lib = None
-_tried = False
 METHOD_CODES = {"sr": 0, "bc": 1, "bc_s": 2}
 _CHUNK = 1 << 18
 
@@ -77,14 +74,7 @@ def _build():
     return lib
 
 
-def _get():
-    global _lib, _tried
-    if not _tried:
-        with _lock:
-            if not _tried:
-                _lib = _build()
-                _tried = True
-    return _lib
+_get = functools.lru_cache(maxsize=None)(_build)
 
 
 def fast_available() -> bool:
