@@ -22,10 +22,10 @@ def test_tiny_run_per_method(tmp_path, method):
     assert [r["epoch"] for r in rows] == [1, 2]
     convs = {"features.0.weight", "features.4.weight", "features.8.weight"}
     assert set(rows[0]["weight_change"]) == (set() if method == "float" else convs)  # float weights always move
-    if method == "r":
-        assert max(rows[-1]["weight_change"].values()) < 5  # R barely moves
-    if method == "sr":
-        assert min(rows[-1]["weight_change"].values()) > 5  # SR explores
+    if method == "r":  # ±1 weights, ADAM moves of ~lr = 0.01: R never leaves its level
+        assert max(rows[-1]["weight_change"].values()) == 0.0
+    if method == "sr":  # SR flips with probability |move| / 2 per step: it explores
+        assert min(rows[-1]["weight_change"].values()) > 0.5
     assert json.loads((tmp_path / "summary.json").read_text())["test_error"] == s["test_error"]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
