@@ -36,7 +36,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smallcnn")
     ap.add_argument("--batches", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
     bs = 128
     ds = fake_cifar(bs * args.batches)
@@ -50,10 +50,18 @@ def main():
     o2 = QuantizedOptimizer(torch.optim.Adam(m2.parameters(), lr=0.01), "float", Grid.binary())
     bare(m1, o1, data[:3])
     train_epoch(m2, o2, data[:3], 3, False, "")
+    # interleaved rounds, order alternating, so drift and cache effects hit both loops alike
     tb, tq = [], []
-    for _ in range(args.rounds):
-        t = time.perf_counter(); bare(m1, o1, data); tb.append(time.perf_counter() - t)
-        t = time.perf_counter(); train_epoch(m2, o2, data, len(data), True, "bench"); tq.append(time.perf_counter() - t)
+    for r in range(args.rounds):
+        order = ("bare", "qtrain") if r % 2 == 0 else ("qtrain", "bare")
+        for which in order:
+            t = time.perf_counter()
+            if which == "bare":
+                bare(m1, o1, data)
+                tb.append(time.perf_counter() - t)
+            else:
+                train_epoch(m2, o2, data, len(data), True, "bench")
+                tq.append(time.perf_counter() - t)
     n = bs * len(data)
     ib, iq = n / statistics.median(tb), n / statistics.median(tq)
     print(f"{args.model}, batch {bs}, {len(data)} batches, {torch.get_num_threads()} threads")

@@ -14,11 +14,11 @@ METHODS = {  # row: (method, big batch?)
     "adam": ("float", False), "bc-adam": ("bc", False), "big-sr-adam": ("sr", True),
     "sr-adam": ("sr", False), "r-adam": ("r", False),
 }
-# Binary conv weights ±s with s = 1, BinaryConnect's H = 1 [BC2015]: with BN after every conv the
-# forward pass ignores s, so s only sets the grid step 2s against ADAM's ~lr-sized moves. (The
-# first mini run used s = mean|w| at init, ~0.02-0.1: every quantized method then flipped about
-# half of its weights, BC included -- see docs/results/mini_scale_mean/.)
-COMMON = {"optimizer": "adam", "lr": 0.01, "lr_gamma": 0.1, "grid": "binary", "scale": 1.0, "quantize": "conv"}
+# Binary conv weights ±s with s = the layer's mean |w| at initialisation (NOTES §1's first suggestion)
+# [choice]. With BN after every conv the forward pass ignores s: it only sets the grid step 2s
+# against ADAM's ~lr-sized moves. The ablation with s = 1 (BinaryConnect's H = 1) is in
+# docs/results/mini_s1/ (`qtrain reproduce --scale mini --set scale=1 micro_batch=...`).
+COMMON = {"optimizer": "adam", "lr": 0.01, "lr_gamma": 0.1, "grid": "binary", "scale": "mean", "quantize": "conv"}
 
 # paper scale (NOTES §4): CIFAR 164 epochs, decays at 82 and 123, batch 128, big 1024;
 # ImageNet 40 epochs, decays at 20 and 30, batch 256, big 1024.
@@ -36,7 +36,7 @@ IMAGENET = dict(epochs=40, lr_milestones=[20, 30], batch_size=256)
 # CPU scales [choice]: same protocol, smaller model/data/epochs.
 SMALL = {
     "mini": {"c10-smallcnn": dict(data="cifar10", model="smallcnn", width=32, epochs=15, lr_milestones=[8, 11],
-                                  batch_size=128, big_batch=1024, big_micro_batch=128, paper_column="c10-vgg9")},
+                                  batch_size=128, big_batch=1024, big_micro_batch=None, paper_column="c10-vgg9")},
     "quick": {"digits-smallcnn": dict(data="digits", model="smallcnn", width=16, epochs=16, lr_milestones=[8, 12],
                                       batch_size=32, big_batch=256, big_micro_batch=None, paper_column="c10-vgg9")},
 }
@@ -62,7 +62,7 @@ def main():
         for column, spec in columns.items():
             spec = dict(spec)
             big_batch, paper_column = spec.pop("big_batch"), spec.pop("paper_column")
-            big_micro = spec.pop("big_micro_batch")  # CPU memory bandwidth: batch 1024 as 8 x 128 [choice]
+            big_micro = spec.pop("big_micro_batch")  # e.g. 128: batch 1024 as 8 x 128 (2x faster on 2 CPU cores)
             for row, (method, big) in METHODS.items():
                 cfg = {**{k: spec[k] for k in ("data", "model")}, "method": method, **COMMON,
                        **{k: v for k, v in spec.items() if k not in ("data", "model")}, "label": row}

@@ -39,6 +39,7 @@ tensor([ 1., -1.])
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Union
 
@@ -54,11 +55,13 @@ ROUNDINGS = ("nearest", "stochastic")
 _F32 = torch.float32
 
 
+@functools.lru_cache(maxsize=4096)
 def _f32(v: float) -> float:
     """``v`` rounded to float32 (kept as a Python float), so every path uses the same Δ."""
     return float(torch.tensor(v, dtype=_F32))
 
 
+@functools.lru_cache(maxsize=1024)
 def _k_range(grid: Grid):
     """The grid's index range as float32 values inside it (indices beyond 2^24 are not all
     representable in float32: round the bounds inward)."""
@@ -128,9 +131,9 @@ def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Ten
     if stochastic:
         f = torch.floor(t)
         u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
-        k = torch.where(u < t - f, f + 1, f)
-        k = torch.where(x == (f + 1) * d, f + 1, k)  # values already on a level stay there
-        k = torch.where(x == f * d, f, k)
+        p = torch.where(x == f * d, 0.0, t - f)  # values already on a level stay there,
+        p = torch.where(x == (f + 1) * d, 1.0, p)  # even when x/Δ rounds off the integer
+        k = torch.where(u < p, f + 1, f)
     else:
         a = t.abs()
         f = torch.floor(a)
@@ -174,14 +177,15 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
         out = torch.empty_like(xc)
         mode = (2 if grid.kind == "binary" else 0) + int(stochastic)
         kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
-        nan = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
+        bad = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
     else:
-        nan = int(torch.isnan(xc).sum())
+        bad = int(torch.isnan(xc).sum()) + (0 if grid.bounded else int(torch.isinf(xc).sum()))
         out = _eager(xc, grid, stochastic, key)
-    if nan:
-        raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
-                         "check the learning rate, the loss and the gradients (NaN has no grid level)")
-    if not grid.bounded and bool(torch.isinf(out).any()):
-        raise ValueError(f"quantize: input has infinite entries and {grid!r} is unbounded (no level for inf); "
-                         "check the learning rate and gradients, or bound the grid with bits=...")
+    if bad:  # the error path: say exactly what had no level
+        nan, inf = int(torch.isnan(xc).sum()), int(torch.isinf(xc).sum())
+        if nan:
+            raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
+                             "check the learning rate, the loss and the gradients (NaN has no grid level)")
+        raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
+                         "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
     return out.to(x.dtype).view(x.shape) if out.dtype != x.dtype else out.view(x.shape)

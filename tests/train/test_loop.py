@@ -22,10 +22,10 @@ def test_tiny_run_per_method(tmp_path, method):
     assert [r["epoch"] for r in rows] == [1, 2]
     convs = {"features.0.weight", "features.4.weight", "features.8.weight"}
     assert set(rows[0]["weight_change"]) == (set() if method == "float" else convs)  # float weights always move
-    if method == "r":  # ±1 weights, ADAM moves of ~lr = 0.01: R never leaves its level
-        assert max(rows[-1]["weight_change"].values()) == 0.0
-    if method == "sr":  # SR flips with probability |move| / 2 per step: it explores
-        assert min(rows[-1]["weight_change"].values()) > 0.5
+    if method == "r":  # ADAM moves of ~lr = 0.01 rarely cross half a level (s = mean |w|): R barely moves
+        assert max(rows[-1]["weight_change"].values()) < 5
+    if method == "sr":  # SR flips with probability |move| / 2s per step: it explores
+        assert min(rows[-1]["weight_change"].values()) > 5
     assert json.loads((tmp_path / "summary.json").read_text())["test_error"] == s["test_error"]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
@@ -165,3 +165,39 @@ def test_micro_batches_accumulate_the_same_gradient(tmp_path):
     wb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert abs(a["test_error"] - b["test_error"]) < 2
+
+
+def test_tensorboard_logging_mirrors_the_metrics(tmp_path, monkeypatch):
+    """--tensorboard writes every epoch's scalars (a stand-in SummaryWriter records the calls)."""
+    import sys
+    import types
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            calls.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("closed", None))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    run(TrainConfig(**dict(TINY, method="sr", tensorboard=True)), tmp_path)
+    tags = {t for t, _ in calls}
+    assert {"test_error", "train_loss", "lr", "weight_change/features.0.weight", "closed"} <= tags
+    assert ("test_error", 2) in calls and calls[0] == ("dir", str(tmp_path / "tensorboard"))
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    assert cli(["train", "--data", "digits", "--model", "smallcnn", "--epochs", "1", "--tensorboard",
+                "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "pip install 'qtrain[tensorboard]'" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grid", help="binary | ternary | uniform")
-    p.add_argument("--scale", help="binary/ternary scale s: a number (default 1) or 'mean' (per-layer mean |w| at init)")
+    p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init) or a number")
     p.add_argument("--delta", type=float, help="uniform grid step Δ")
     p.add_argument("--bits", type=int, help="uniform grid bit width")
     p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1)")

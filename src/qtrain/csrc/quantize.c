@@ -4,7 +4,7 @@
  * (float32 throughout, no FMA contraction), and the same counter-based random source
  * as qtrain/rng.py: u_i = (mix32(mix32(lo32(i) + k0) ^ (k1 + hi32(i))) >> 8) * 2^-24.
  * Each element is independent, so any split of [0, n) across threads gives the same bits.
- * Returns the number of NaN inputs seen (the caller raises).
+ * Returns the number of inputs without a level: NaN, and +-inf on unbounded grids (the caller raises).
  */
 #include <stdint.h>
 #include <math.h>
@@ -27,25 +27,28 @@ static int64_t segment(const float *restrict x, float *restrict out, int64_t n, 
                        int mode, float delta, int bounded, float kmin, float kmax, float scale,
                        uint32_t k0, uint32_t k1h) {
     int64_t nan = 0;
+    if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
     if (mode == 0) {
         for (int64_t i = 0; i < n; i++) {
             float t = x[i] / delta, a = fabsf(t), f = floorf(a);
             f = (a - f >= 0.5f) ? f + 1.0f : f;
             float k = copysignf(f, t);
-            if (bounded) k = fminf(fmaxf(k, kmin), kmax);
+            k = k < kmin ? kmin : k;
+            k = k > kmax ? kmax : k;
             out[i] = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
-            nan += (x[i] != x[i]);
+            nan += (x[i] != x[i]) | (!bounded & (fabsf(x[i]) == INFINITY));
         }
     } else if (mode == 1) {
         for (int64_t i = 0; i < n; i++) {
             float t = x[i] / delta, f = floorf(t), p = t - f;
             /* a value already on a level stays there, even when x/delta rounds off the integer */
-            float k = (x[i] == f * delta) ? f
-                    : (x[i] == (f + 1.0f) * delta) ? f + 1.0f
-                    : (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
-            if (bounded) k = fminf(fmaxf(k, kmin), kmax);
+            p = (x[i] == f * delta) ? 0.0f : p;
+            p = (x[i] == (f + 1.0f) * delta) ? 1.0f : p;
+            float k = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
+            k = k < kmin ? kmin : k;
+            k = k > kmax ? kmax : k;
             out[i] = (k + 0.0f) * delta;
-            nan += (x[i] != x[i]);
+            nan += (x[i] != x[i]) | (!bounded & (fabsf(x[i]) == INFINITY));
         }
     } else if (mode == 2) {
         for (int64_t i = 0; i < n; i++) {

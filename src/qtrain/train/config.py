@@ -40,7 +40,7 @@ class TrainConfig:
     momentum: float = 0.9           # SGD only
     weight_decay: float = 0.0
     grid: str = "binary"            # binary | ternary | uniform
-    scale: Union[str, float] = 1.0  # binary/ternary s [choice]: a number (BinaryConnect's 1), or "mean" = per-layer mean |w| at init
+    scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1)
     delta: Optional[float] = None   # uniform grids: Δ
     bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
     quantize: str = "conv"          # conv: conv weights only (the paper); all: every weight tensor with ndim > 1
