@@ -68,6 +68,12 @@ def conv_weights(model: nn.Module) -> List[nn.Parameter]:
     return [p for _, p in named_conv_weights(model)]
 
 
+def _delegated(name: str) -> property:
+    """An attribute read from and written to ``self.base`` (the wrapped optimizer owns it)."""
+    return property(lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value),
+                    doc=f"``base.{name}``")
+
+
 class QuantizedOptimizer(torch.optim.Optimizer):
     """Wrap ``base`` so that ``params`` are trained by ``method`` on ``grid``.
 
@@ -128,29 +134,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         p.copy_(quantize(p, g, "nearest" if method == "r" else "stochastic", self._key(i)))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
-    @property
-    def param_groups(self):
-        return self.base.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value):
-        self.base.param_groups = value
-
-    @property
-    def state(self):
-        return self.base.state
-
-    @state.setter
-    def state(self, value):
-        self.base.state = value
-
-    @property
-    def defaults(self):
-        return self.base.defaults
-
-    @defaults.setter
-    def defaults(self, value):
-        self.base.defaults = value
+    param_groups = _delegated("param_groups")
+    state = _delegated("state")
+    defaults = _delegated("defaults")
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group to ``base`` (its parameters train in float)."""

@@ -16,7 +16,8 @@ matching augmentation parameters. Hence:
 * the stream is a pure function of ``(seed, epoch, k)``: replaying an epoch after a resume
   gives identical batches, and every rank agrees on :math:`\pi`;
 * the concatenation over ranks of batch :math:`k` equals the single-process batch :math:`k`,
-  so results do not depend on the world size;
+  so the averaged gradient's data does not depend on the world size (batch-norm statistics,
+  computed per rank's share as usual under DDP, still do);
 * the global RNG is never touched (:math:`h` is a splitmix64-style hash).
 
 Each yielded ``x`` is ``float32`` :math:`b \times C \times H \times W`, normalised after
