@@ -17,10 +17,6 @@ from typing import Optional, Sequence
 _MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments")
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qtrain", description="Train quantized nets (BC / R / SR) and reproduce "
@@ -48,7 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("qtrain: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError,
+    except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError,
             PermissionError, ImportError) as e:
         if os.environ.get("QTRAIN_DEBUG"):
             raise

@@ -19,8 +19,7 @@ from typing import Callable, List, Optional
 import torch
 
 from .. import __version__
-from ..train import atomic_write_json
-from ..train.checkpoint import atomic_write_bytes
+from .._io import atomic_write_bytes, atomic_write_json
 from .table1 import ORDER, ROWS, run_table1
 
 PARTS = ("convex", "toy", "markov", "table1")

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..train import TrainConfig, atomic_write_json, read_metrics, run
-from ..train.checkpoint import CHECKPOINT, atomic_write_bytes
+from .._io import atomic_write_bytes, atomic_write_json
+from ..train import TrainConfig, read_metrics, run
+from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
 
 PRESETS = Path(__file__).with_name("presets")

@@ -4,7 +4,8 @@
 >>> TrainConfig(data="digits", model="smallcnn", method="bc", epochs=2).validate().milestones()
 [1, 2]
 """
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from .._io import atomic_write_json
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, from_sources
 from .loop import load_run_config, run
 from .metrics import WeightChangeTracker, read_metrics

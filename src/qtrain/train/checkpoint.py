@@ -1,49 +1,18 @@
-"""Atomic files: checkpoints and JSON results are written to a temporary file in the same
-folder, flushed to disk, then renamed over the target, so a killed run never leaves a
-half-written file and the previous good copy survives until the new one is complete."""
+"""Checkpoints, written atomically (see :mod:`qtrain._io`) and read back with one-line errors."""
 from __future__ import annotations
 
 import io
-import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import torch
 
+from .._io import atomic_write_bytes
+
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "qtrain-checkpoint-v1"
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def save_checkpoint(path: Union[str, Path], state: dict) -> None:

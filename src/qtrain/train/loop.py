@@ -32,7 +32,8 @@ from ..data import batches, load_dataset, num_batches
 from ..models import build
 from ..optim import QuantizedOptimizer, named_conv_weights
 from . import distributed
-from .checkpoint import CHECKPOINT, atomic_write_json, load_checkpoint, save_checkpoint
+from .._io import atomic_write_json
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
 

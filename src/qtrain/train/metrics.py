@@ -13,6 +13,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
+from .._io import atomic_write_bytes
+
 
 class WeightChangeTracker:
     """Remembers each tracked tensor's starting value; :meth:`percent_changed` compares."""
@@ -50,8 +52,6 @@ class MetricsLog:
 
     def truncate(self, epochs: int) -> None:
         """Keep the first ``epochs`` records (a resumed run rewrites what came after its checkpoint)."""
-        from .checkpoint import atomic_write_bytes
-
         rows = self.read()[:epochs]
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
