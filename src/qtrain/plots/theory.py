@@ -28,6 +28,18 @@ def _save(fig, path) -> Path:
     return path
 
 
+def _gap_curves(ax, res, methods, fixed, x):
+    """Mean gap (± stderr) against ``x`` per method, records with ``fixed = (key, value)``; bounds dashed."""
+    key, value = fixed
+    for m in methods:
+        rs = sorted((r for r in res if r["method"] == m and r[key] == value), key=lambda r: r[x])
+        xs = [r[x] for r in rs]
+        ax.errorbar(xs, [max(r["gap"], 1e-12) for r in rs], yerr=[r["gap_stderr"] for r in rs],
+                    color=COLORS[m], label=LABELS[m], marker="o", ms=3)
+        if rs and rs[0]["bound"] is not None:
+            ax.plot(xs, [r["bound"] for r in rs], "--", color=COLORS[m], lw=1)
+
+
 def plot_convex(record: dict, path) -> Path:
     """Row per problem: gap vs T per method at one Δ (bounds dashed), and final gap vs Δ."""
     plt = _plt()
@@ -37,25 +49,13 @@ def plot_convex(record: dict, path) -> Path:
     for row, prob in zip(axes, problems):
         res = [r for r in record["results"] if r["problem"] == prob]
         ax = row[0]
-        for m in record["methods"]:
-            rs = sorted((r for r in res if r["method"] == m and r["delta"] == show), key=lambda r: r["T"])
-            T = [r["T"] for r in rs]
-            ax.errorbar(T, [max(r["gap"], 1e-12) for r in rs], yerr=[r["gap_stderr"] for r in rs],
-                        color=COLORS[m], label=LABELS[m], marker="o", ms=3)
-            if rs and rs[0]["bound"] is not None:
-                ax.plot(T, [r["bound"] for r in rs], "--", color=COLORS[m], lw=1)
+        _gap_curves(ax, res, record["methods"], fixed=("delta", show), x="T")
         ax.set(xscale="log", yscale="log", xlabel="T", ylabel="E[F(w̄_T)] − F(w*)",
                title=f"{prob}: gap vs T at Δ = {show:g} (dashed: bounds)")
         ax.legend(fontsize=7)
         ax = row[1]
         Tmax = max(r["T"] for r in res)
-        for m in record["methods"]:
-            rs = sorted((r for r in res if r["method"] == m and r["T"] == Tmax), key=lambda r: r["delta"])
-            D = [r["delta"] for r in rs]
-            ax.errorbar(D, [max(r["gap"], 1e-12) for r in rs], yerr=[r["gap_stderr"] for r in rs],
-                        color=COLORS[m], label=LABELS[m], marker="o", ms=3)
-            if rs and rs[0]["bound"] is not None:
-                ax.plot(D, [r["bound"] for r in rs], "--", color=COLORS[m], lw=1)
+        _gap_curves(ax, res, record["methods"], fixed=("T", Tmax), x="delta")
         ax.set(xscale="log", yscale="log", xlabel="Δ", ylabel=f"gap at T = {Tmax}",
                title=f"{prob}: floor vs Δ (SR slope {record['sr_floor_slope'].get(prob, float('nan')):.2f})")
     fig.suptitle("Theorems 1 & 4, Corollary 1: R stalls, SR floors with Δ, BC (Q_s) on a quadratic has no floor")
