@@ -21,6 +21,8 @@ from ..optim import METHODS
 OPTIMIZERS = ("sgd", "adam")
 GRIDS = ("binary", "ternary", "uniform")
 QUANTIZE = ("conv", "all")
+LATENT_INITS = ("default", "uniform")
+LR_SCALES = ("none", "glorot")
 
 
 @dataclass
@@ -48,6 +50,9 @@ class TrainConfig:
     width: Optional[int] = None     # width parameter of models that take one (smallcnn)
     train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
     test_subset: Optional[int] = None
+    val_size: Optional[int] = None  # hold out the last N training images and evaluate on them instead of the test set
+    latent_init: str = "default"    # default: the model's init; uniform: quantized tensors ~ U(-s, s) (BinaryConnect, H = s)
+    lr_scale: str = "none"          # none | glorot: quantized tensors' lr *= 1/sqrt(1.5/(fan_in+fan_out)) (BinaryConnect)
     seed: int = 0
     data_dir: Optional[str] = None
     download: bool = False
@@ -82,11 +87,13 @@ class TrainConfig:
         choice("grid", GRIDS)
         choice("quantize", QUANTIZE)
         choice("bc_rounding", ("nearest", "stochastic"))
+        choice("latent_init", LATENT_INITS)
+        choice("lr_scale", LR_SCALES)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
-        for name in ("train_subset", "test_subset", "width", "micro_batch"):
+        for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name}={v!r} must be a positive integer (or omitted)")
@@ -108,6 +115,9 @@ class TrainConfig:
         if self.grid == "uniform" and self.delta is None:
             raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
         self.make_grid(1.0)  # raises on a bad Δ, bits or scale
+        if self.latent_init == "uniform" and not self.make_grid(1.0).bounded:
+            raise ValueError("latent_init='uniform' draws from [low, high] of the grid; an unbounded uniform grid "
+                             "has none: pass --bits or use latent_init=default")
         return self
 
     def make_grid(self, mean_abs: float) -> Grid:
@@ -143,7 +153,7 @@ def load_yaml(path: Union[str, Path]) -> dict:
 
 
 _FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta")
-_INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "seed")
+_INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed")
 
 
 def make(values: dict) -> TrainConfig:
@@ -157,7 +167,7 @@ def make(values: dict) -> TrainConfig:
     for name in _FLOATS + _INTS:
         v = values.get(name)
         if v is None or isinstance(v, bool):
-            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset")
+            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset", "val_size")
                                        and name in values):
                 raise ValueError(f"{name}={v!r} must be a number")
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import platform
 import tempfile
 import time
@@ -41,7 +42,7 @@ EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                     "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
-                    "train_subset")
+                    "train_subset", "val_size", "latent_init", "lr_scale")
 
 
 def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
@@ -71,15 +72,41 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
 
 
 def subset(ds, cfg: TrainConfig):
-    """The first ``train_subset`` / ``test_subset`` examples (in-memory datasets)."""
+    """The first ``train_subset`` / ``test_subset`` examples (in-memory datasets); with ``val_size``
+    the last ``val_size`` training images replace the test set (a validation split for choosing
+    settings without looking at the test set) and are removed from training."""
     changes = {}
-    if (cfg.train_subset or cfg.test_subset) and not hasattr(ds, "train_x"):
-        raise ValueError(f"--train-subset/--test-subset work on in-memory datasets, not {cfg.data!r}")
+    if (cfg.train_subset or cfg.test_subset or cfg.val_size) and not hasattr(ds, "train_x"):
+        raise ValueError(f"--train-subset/--test-subset/--val-size work on in-memory datasets, not {cfg.data!r}")
+    train_x, train_y = ds.train_x, ds.train_y
+    if cfg.val_size:
+        if cfg.val_size >= len(train_x):
+            raise ValueError(f"val_size={cfg.val_size} leaves no training images (the training set has {len(train_x)})")
+        changes.update(test_x=train_x[-cfg.val_size:], test_y=train_y[-cfg.val_size:])
+        train_x, train_y = train_x[:-cfg.val_size], train_y[:-cfg.val_size]
+        changes.update(train_x=train_x, train_y=train_y)
     if cfg.train_subset:
-        changes.update(train_x=ds.train_x[:cfg.train_subset], train_y=ds.train_y[:cfg.train_subset])
+        changes.update(train_x=train_x[:cfg.train_subset], train_y=train_y[:cfg.train_subset])
     if cfg.test_subset:
-        changes.update(test_x=ds.test_x[:cfg.test_subset], test_y=ds.test_y[:cfg.test_subset])
+        test_x, test_y = changes.get("test_x", ds.test_x), changes.get("test_y", ds.test_y)
+        changes.update(test_x=test_x[:cfg.test_subset], test_y=test_y[:cfg.test_subset])
     return dataclasses.replace(ds, **changes) if changes else ds
+
+
+def glorot_lr_scale(p: torch.Tensor) -> float:
+    r"""BinaryConnect's per-layer learning-rate factor :math:`1/\sqrt{1.5/(\text{fan}_{in}+\text{fan}_{out})}`
+    (the inverse of the Glorot-uniform bound), for a weight of shape (out, in, *kernel)."""
+    receptive = p[0, 0].numel() if p.ndim > 2 else 1
+    return 1.0 / math.sqrt(1.5 / (p.shape[1] * receptive + p.shape[0] * receptive))
+
+
+def param_groups(model: nn.Module, named_q, cfg: TrainConfig) -> list:
+    """One group for everything, or with ``lr_scale='glorot'`` one group per quantized tensor at its scaled lr."""
+    if cfg.lr_scale == "none":
+        return [{"params": list(model.parameters())}]
+    qids = {id(p) for _, p in named_q}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in qids]}]
+    return groups + [{"params": [p], "lr": cfg.lr * glorot_lr_scale(p)} for _, p in named_q]
 
 
 def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True,
@@ -163,7 +190,12 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
         raise ValueError(f"model {cfg.model!r} has no {'conv' if cfg.quantize == 'conv' else 'weight'} tensors to "
                          f"quantize with method {cfg.method!r}; use --quantize all or a conv model")
     scales = {id(p): p.detach().abs().mean().item() for _, p in named_q}
-    opt = QuantizedOptimizer(make_base_optimizer(cfg, model.parameters()), cfg.method,
+    if cfg.latent_init == "uniform":  # BinaryConnect: latent weights ~ U(-s, s), s the grid's scale (H)
+        with torch.no_grad():
+            for _, p in named_q:
+                g = cfg.make_grid(scales[id(p)])
+                p.uniform_(g.low, g.high)
+    opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
                              lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
                              bc_rounding=cfg.bc_rounding)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
