@@ -1,31 +1,64 @@
 """Atomic result files: written to a temporary file in the same folder, flushed to disk, then
 renamed over the target, so a killed process never leaves a half-written file and the previous
 good copy survives until the new one is complete. JSON is kept strict: NaN/inf become ``null``,
-numpy/torch values become Python numbers and lists, paths become strings."""
+numpy/torch values become Python numbers and lists, paths become strings.
+
+Files get the permissions ``0o666 & ~umask`` like any ``open(path, "w")`` (a bare temporary
+file would be ``0o600``). A temporary file is named ``.<name>.<pid>.<random>.tmp``; one left by
+a killed writer is removed by :func:`remove_stale_tmp` once its PID is gone. A failed write
+(disk full, read-only folder) raises :class:`WriteError`: one line naming the file and the fix.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> p = atomic_write_json(d / "r.json", {"x": float("nan")})
+>>> p.read_text()
+'{\\n  "x": null\\n}\\n'
+"""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, List, Union
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "json_safe"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_savefig", "json_safe", "remove_stale_tmp",
+           "pid_alive", "WriteError"]
+
+
+class WriteError(OSError):
+    """A result file could not be written (one line: the file, the reason, the fix)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        fix = "free some disk space" if e.errno in (28, 122) else "make it writable"
+        raise WriteError(e.errno, f"cannot write {path} ({e.strerror or e}); {fix} or pick another "
+                         f"--out (the previous copy, if any, is unchanged)") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
@@ -48,3 +81,44 @@ def json_safe(obj: Any) -> Any:
 
 def atomic_write_json(path: Union[str, Path], obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=2) + "\n").encode())
+
+
+def atomic_savefig(fig, path: Union[str, Path], **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)``, atomically (the format comes from the suffix)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=kwargs.pop("format", path.suffix.lstrip(".") or "png"), **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_tmp(folder: Union[str, Path]) -> List[Path]:
+    """Delete the temporary files in ``folder`` left by writers whose PID is gone; returns them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and p.is_file() and not pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed

@@ -1,11 +1,30 @@
-"""Checkpoints, written atomically (see :mod:`qtrain._io`) and read back with one-line errors."""
+r"""Checkpoints with a content digest, written atomically (see :mod:`qtrain._io`) and read back
+with one-line errors.
+
+File layout: one header line, then the ``torch.save`` payload :math:`P`::
+
+    QTRAIN-CHECKPOINT v2 sha256=<hex of SHA-256(P)>\n<P>
+
+:func:`load_checkpoint` recomputes :math:`\mathrm{SHA256}(P)` and refuses the file unless it
+matches, so any flipped bit, truncation or appended garbage gives the one-line "corrupt
+checkpoint" error (a ``ValueError``: the CLI exits 2) instead of resuming from changed tensors.
+It then checks the fields a run needs and their types (``epoch`` and ``step`` integers
+:math:`\ge 0`, ``model``/``optimizer``/... mappings).
+
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "checkpoint.pt"
+>>> save_checkpoint(p, {"epoch": 0})
+>>> load_checkpoint(p, require=("epoch",))["epoch"]
+0
+"""
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 
@@ -13,27 +32,47 @@ from .._io import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "qtrain-checkpoint-v1"
+MAGIC = b"QTRAIN-CHECKPOINT v2 sha256="
+# what a training run's checkpoint holds, and the type of each field
+FIELDS = {"epoch": int, "step": int, "config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+          "tracker": dict, "history": list, "partial": dict}
+_FIX = "delete it to start over, or restore a good copy"
 
 
 def save_checkpoint(path: Union[str, Path], state: dict) -> None:
-    """``torch.save`` ``state`` (plus a format tag) to ``path`` atomically."""
+    """``torch.save`` ``state`` (plus a format tag) to ``path`` atomically, behind its digest."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    payload = buf.getvalue()
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; one-line errors when it is missing,
-    corrupt or not ours."""
+def load_checkpoint(path: Union[str, Path], require: Sequence[str] = tuple(FIELDS)) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, after checking its digest and that
+    the fields in ``require`` are present with the right types; one-line errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; pass the RUN_DIR of a run started with --out")
+    raw = path.read_bytes()
+    head, newline, payload = raw.partition(b"\n")
+    if not head.startswith(MAGIC):
+        why = "written by an older qtrain, without a digest" if raw[:2] == b"PK" else "no qtrain header"
+        raise ValueError(f"corrupt checkpoint {path} ({why}); {_FIX}")
+    if not newline or hashlib.sha256(payload).hexdigest().encode() != head[len(MAGIC):]:
+        raise ValueError(f"corrupt checkpoint {path} (its SHA-256 digest does not match the content); {_FIX}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({first[:120]}); "
-                         "delete it to start over or resume from another copy") from None
+        raise ValueError(f"corrupt checkpoint {path} ({first[:120]}); {_FIX}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a qtrain checkpoint (format tag {state.get('format') if isinstance(state, dict) else None!r})")
+        tag = state.get("format") if isinstance(state, dict) else None
+        raise ValueError(f"{path} is not a qtrain checkpoint (format tag {tag!r}); {_FIX}")
+    for key in require:
+        kind = FIELDS[key]
+        value = state.get(key)
+        if key not in state or not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            what = "is missing" if key not in state else f"is {value!r}" if kind is int else f"is a {type(value).__name__}"
+            need = "an integer >= 0" if kind is int else f"a {kind.__name__}"
+            raise ValueError(f"corrupt checkpoint {path}: field {key!r} {what}, expected {need}; {_FIX}")
     return state

@@ -59,6 +59,8 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     progress: bool = True
     tensorboard: bool = False
+    checkpoint_minutes: float = 10.0  # mid-epoch checkpoint every M minutes (0: at epoch ends only)
+    dist_timeout: float = 600.0     # seconds a rank waits for the others under torchrun before giving up
     label: Optional[str] = None     # free text shown in reports (e.g. "Big SR-ADAM")
     extra: dict = field(default_factory=dict)  # ignored by the trainer; carried into summary.json
 
@@ -112,6 +114,11 @@ class TrainConfig:
             raise ValueError(f"width={self.width!r} applies to model 'smallcnn' only, not {self.model!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        for name in ("checkpoint_minutes", "dist_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < (name == "dist_timeout"):
+                raise ValueError(f"{name}={v!r} must be a number >= {int(name == 'dist_timeout')}, "
+                                 f"e.g. --{name.replace('_', '-')} 10")
         if self.grid == "uniform" and self.delta is None:
             raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
         self.make_grid(1.0)  # raises on a bad Δ, bits or scale
@@ -144,7 +151,9 @@ def load_yaml(path: Union[str, Path]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist; pass a preset YAML path (see `qtrain table1 --list`)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise ValueError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -152,13 +161,18 @@ def load_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
-_FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta")
+_FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta", "checkpoint_minutes", "dist_timeout")
 _INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed")
 
 
 def make(values: dict) -> TrainConfig:
     """A validated config from a mapping (YAML, JSON, flags); numbers written as strings
     (YAML reads ``5e-4`` as a string) are converted, anything else of the wrong type is refused."""
+    if not isinstance(values, dict):
+        raise ValueError(f"settings must be a mapping of TrainConfig fields, got a {type(values).__name__}")
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"setting name {bad[0]!r} is not text; write TrainConfig field names as keys, e.g. epochs: 10")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

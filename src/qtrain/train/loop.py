@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import platform
+import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -36,7 +38,9 @@ from . import distributed
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
+from .stopping import RunStopped, Stopper
 
 EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
@@ -110,18 +114,24 @@ def param_groups(model: nn.Module, named_q, cfg: TrainConfig) -> list:
 
 
 def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True,
-                micro_batch: Optional[int] = None) -> Tuple[float, int, int]:
+                micro_batch: Optional[int] = None, start: int = 0, sums: Optional[dict] = None,
+                after_step: Optional[Callable[[int, dict], None]] = None) -> Tuple[float, int, int]:
     """One pass over ``data``; returns (summed loss, correct predictions, examples).
 
     ``micro_batch`` accumulates each batch's gradient over chunks of that size (same mean
     gradient, less memory; batch-norm statistics are then per chunk). Stops on a non-finite
     loss (``check_loss``; under DDP a NaN on one rank reaches every rank through the averaged
-    gradients instead, and the optimizer's gradient check stops them all).
+    gradients instead, and the optimizer's gradient check stops them all). A resumed epoch
+    skips its first ``start`` batches (already trained; the batch order is a function of seed
+    and epoch) and continues the running ``sums``; ``after_step(batches_done, sums)`` runs
+    after every optimizer step (mid-epoch checkpoints).
     """
     net.train()
-    loss_sum, correct, count = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
-    bar = tqdm(data, total=total, desc=desc, leave=False, disable=not progress, unit="batch")
-    for i, (x, y) in enumerate(bar):
+    sums = dict(sums) if sums else {"loss_sum": torch.zeros(()), "correct": 0, "count": 0}
+    loss_sum, correct, count = sums["loss_sum"].clone(), torch.tensor(sums["correct"]), sums["count"]
+    bar = tqdm(itertools.islice(data, start, None), total=total, initial=start, desc=desc, leave=False,
+               disable=not progress, unit="batch")
+    for i, (x, y) in enumerate(bar, start):
         opt.zero_grad(set_to_none=True)
         chunks = list(zip(x.split(micro_batch), y.split(micro_batch))) if micro_batch else [(x, y)]
         for j, (xc, yc) in enumerate(chunks):
@@ -138,6 +148,8 @@ def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_los
         opt.step()
         if progress and i % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / max(count, 1):.3f}")
+        if after_step is not None:
+            after_step(i + 1, {"loss_sum": loss_sum.clone(), "correct": int(correct), "count": count})
     return loss_sum.item(), int(correct), count
 
 
@@ -157,19 +169,33 @@ def evaluate(net, ds, cfg: TrainConfig, d: distributed.Dist, device) -> Tuple[fl
 
 
 def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict:
-    """Train as ``cfg`` says, logging to ``out_dir`` (a temporary folder if ``None``); returns the summary."""
+    """Train as ``cfg`` says, logging to ``out_dir`` (a temporary folder if ``None``); returns the summary.
+
+    Rank 0 holds the folder's lock (:mod:`qtrain.train.lock`) for the whole run."""
     cfg.validate()
-    tmp = None
     if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="qtrain-run-")
-        out_dir = Path(tmp.name)
+        with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
+            return _run(cfg, Path(tmp), resume, keep=False)
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / CHECKPOINT
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory for the run")
-    if not resume and ckpt_path.exists():
-        raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
-    d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    with run_lock(out_dir, "train") if distributed.env_rank() == 0 else contextlib.nullcontext():
+        if not resume and (out_dir / CHECKPOINT).exists():
+            raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
+        return _run(cfg, out_dir, resume)
+
+
+def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> dict:
+    ckpt_path = out_dir / CHECKPOINT
+    d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+                          else "cpu", cfg.dist_timeout)
+    with distributed.guard(d, cfg.dist_timeout):
+        summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
+        distributed.teardown(d)
+    return summary
+
+
+def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep: bool, d: distributed.Dist) -> dict:
     device = pick_device(cfg.device, d)
     progress = cfg.progress and d.main
     if device.type == "cuda":  # bit-reproducible kernels (resume and replicas must match exactly)
@@ -181,6 +207,11 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
             load_dataset(cfg.data, cfg.data_dir, download=True)
         distributed.barrier(d)
     ds = subset(load_dataset(cfg.data, cfg.data_dir, download=cfg.download and d.main), cfg)
+    n_train = num_batches(ds, "train", cfg.batch_size)
+    if n_train == 0:
+        n = ds.num_examples("train")
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set ({n} examples); "
+                         f"use --batch-size {n} or less")
     torch.manual_seed(cfg.seed)
     kwargs = {"width": cfg.width} if cfg.width else {}
     channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
@@ -201,71 +232,113 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
     net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
-    if d.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(out_dir, cfg.tensorboard and d.main)
-    start = 0
+    start, step, partial, history = 0, 0, {}, []
     if resume:
-        start = _restore(ckpt_path, cfg, model, opt, sched, tracker)
-        if d.main:
-            log.truncate(start)
-    if d.main:
-        atomic_write_json(out_dir / "config.json", cfg.to_dict())
-        if not resume:
-            log.truncate(0)
-    distributed.barrier(d)
+        start, step, partial, history = _restore(ckpt_path, cfg, model, opt, sched, tracker, n_train)
 
-    # -- epochs -----------------------------------------------------------------------------
-    n_train = num_batches(ds, "train", cfg.batch_size)
-    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=f"{cfg.method} {cfg.model}",
-                  disable=not progress, unit="epoch")
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        data = batches(ds, "train", cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, epoch=epoch,
-                       rank=d.rank, world_size=d.world_size, device=device)
-        lr = opt.param_groups[0]["lr"]
-        try:
-            loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}",
-                                                   check_loss=not d.enabled, micro_batch=cfg.micro_batch)
-        except FloatingPointError as e:
-            kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {ckpt_path}"
-                    if ckpt_path.exists() else "no checkpoint was written yet")
-            raise FloatingPointError(f"{e} in epoch {epoch + 1}; stopped, {kept}; lower --lr and --resume or restart") from None
-        train_s = time.perf_counter() - t0
-        loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
-        sched.step()
-        test_loss, test_err = evaluate(net, ds, cfg, d, device)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1), "train_error": error_percent(int(correct), int(count)),
-               "test_loss": test_loss, "test_error": test_err, "lr": lr, "seconds": time.perf_counter() - t0,
-               "train_seconds": train_s, "images_per_s": count / train_s, "weight_change": tracker.percent_changed()}
+    saved_at = [f"after epoch {start}" + (f", batch {step}" if step else "")] if resume else []
+
+    def save(epoch: int, step: int, partial: dict) -> None:  # rank 0 writes, all ranks wait
+        saved_at[:] = [f"after epoch {epoch}" + (f", batch {step}" if step else "")]
         if d.main:
-            log.append(row)
-            save_checkpoint(ckpt_path, {"epoch": epoch + 1, "config": cfg.to_dict(), "model": model.state_dict(),
+            save_checkpoint(ckpt_path, {"epoch": epoch, "step": step, "partial": partial, "history": history,
+                                        "config": cfg.to_dict(), "model": model.state_dict(),
                                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                         "tracker": tracker.state_dict()})
-            epochs.set_postfix(test_err=f"{test_err:.2f}%", train_err=f"{row['train_error']:.2f}%")
         distributed.barrier(d)
+
+    if d.main:
+        atomic_write_json(out_dir / "config.json", cfg.to_dict())
+        log.rewrite(history)  # exactly one row per finished epoch, whatever the file held
+    if not resume:
+        save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
+
+    # -- epochs -----------------------------------------------------------------------------
+    resume_cmd = _command(d, f"--resume {shlex.quote(str(out_dir))}") if keep else "nothing is kept without --out"
+    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=f"{cfg.method} {cfg.model}",
+                  disable=not progress, unit="epoch")
+    with Stopper(cfg.checkpoint_minutes, d, device) as stopper:
+        for epoch in epochs:
+            t0, done = time.perf_counter(), partial.get("train_seconds", 0.0)
+            data = batches(ds, "train", cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, epoch=epoch,
+                           rank=d.rank, world_size=d.world_size, device=device)
+            lr = opt.param_groups[0]["lr"]
+
+            def after_step(k: int, sums: dict) -> None:
+                save_now, stop = stopper.check()
+                if save_now:
+                    save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
+                    stopper.saved()
+                if stop:
+                    raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} at epoch {epoch + 1}, batch "
+                                     f"{k}/{n_train}; resume with: {resume_cmd}", stopper.exit_signal)
+
+            try:
+                loss_sum, correct, count = train_epoch(net, opt, data, n_train, progress, f"epoch {epoch + 1}",
+                                                       check_loss=not d.enabled, micro_batch=cfg.micro_batch,
+                                                       start=step, sums=partial, after_step=after_step)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e} in epoch {epoch + 1}; stopped, {_kept(ckpt_path, keep, saved_at)}; "
+                                         f"{_lower_lr(cfg, out_dir, keep, d)}") from None
+            train_s = done + time.perf_counter() - t0
+            step, partial = 0, {}
+            loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
+            sched.step()
+            test_loss, test_err = evaluate(net, ds, cfg, d, device)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
+                   "train_error": error_percent(int(correct), int(count)), "test_loss": test_loss,
+                   "test_error": test_err, "lr": lr, "seconds": done + time.perf_counter() - t0,
+                   "train_seconds": train_s, "images_per_s": count / max(train_s, 1e-9),
+                   "weight_change": tracker.percent_changed()}
+            history.append(row)
+            if d.main:
+                log.append(row)
+                epochs.set_postfix(test_err=f"{test_err:.2f}%", train_err=f"{row['train_error']:.2f}%")
+            save(epoch + 1, 0, {})
+            stopper.saved()
+            if epoch + 1 < cfg.epochs and stopper.check()[1]:
+                raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} after epoch {epoch + 1}; "
+                                 f"resume with: {resume_cmd}", stopper.exit_signal)
     epochs.close()
     log.close()
 
     # -- summary ----------------------------------------------------------------------------
-    history = log.read() if d.main else []
     summary = _summary(cfg, history, d, device)
     digests = distributed.gather_digests(model, d)
     summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1)
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
-    distributed.barrier(d)
-    distributed.teardown(d)
-    if tmp is not None:
-        tmp.cleanup()
     return summary
 
 
-def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker) -> int:
-    """Load ``path`` into the run's objects; returns the number of completed epochs."""
+def _command(d: distributed.Dist, args: str) -> str:
+    launcher = f"torchrun --nproc_per_node {d.world_size} -m qtrain" if d.enabled else "qtrain"
+    return f"{launcher} train {args}"
+
+
+def _kept(ckpt_path: Path, keep: bool, saved_at: list) -> str:
+    if not keep or not saved_at:
+        return "no checkpoint was kept"
+    return f"the last good checkpoint ({saved_at[0]}) is kept in {ckpt_path}"
+
+
+def _lower_lr(cfg: TrainConfig, out_dir: Path, keep: bool, d: distributed.Dist) -> str:
+    lr = f"{cfg.lr / 10:g}"
+    if not keep:
+        return f"train again with a lower lr, e.g. --lr {lr}"
+    config, new = shlex.quote(str(out_dir / "config.json")), shlex.quote(f"{out_dir}-lr{lr}")
+    return f"train again with a lower lr: {_command(d, f'--config {config} --lr {lr} --out {new}')}"
+
+
+def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: int) -> Tuple[int, int, dict, list]:
+    """Load ``path`` into the run's objects; returns (finished epochs, batches done in the next
+    epoch, that epoch's running sums, the finished epochs' metrics rows)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} has no checkpoint yet (the run stopped before its first save); "
+                                f"start it again: qtrain train --config {path.parent / 'config.json'} --out {path.parent}")
     ck = load_checkpoint(path)
-    saved = ck.get("config", {})
+    saved = ck["config"]
     for key in _FIXED_ON_RESUME:
         if saved.get(key) != getattr(cfg, key):
             raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
@@ -274,16 +347,25 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker) -> int:
     if saved_milestones != cfg.milestones():
         raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
                          f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
+    epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
+    if epoch > cfg.epochs or (step and (epoch == cfg.epochs or step >= n_train)):
+        raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
+                         f"({n_train} batches each); pass --epochs {max(epoch + bool(step), 1)} or more")
+    if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):
+        raise ValueError(f"corrupt checkpoint {path}: {len(history)} metrics rows for epoch {epoch}; "
+                         "delete it to start over, or restore a good copy")
     try:
         model.load_state_dict(ck["model"])
     except (RuntimeError, KeyError) as e:
         raise ValueError(f"checkpoint {path} does not fit model {cfg.model!r} ({str(e).splitlines()[0][:100]})") from None
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    tracker.load_state_dict(ck["tracker"])
-    if ck["epoch"] > cfg.epochs:
-        raise ValueError(f"checkpoint {path} is at epoch {ck['epoch']}, past epochs={cfg.epochs}")
-    return int(ck["epoch"])
+    try:
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        tracker.load_state_dict(ck["tracker"])
+    except (RuntimeError, KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} does not fit this run ({(str(e).splitlines() or [type(e).__name__])[0][:120]}); "
+                         "delete it to start over, or restore a good copy") from None
+    return epoch, step, partial, history
 
 
 def _summary(cfg: TrainConfig, history: list, d: distributed.Dist, device) -> dict:
@@ -307,8 +389,12 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; --resume needs the RUN_DIR of a run started with --out")
+        raise FileNotFoundError(f"{path} not found; --resume needs the RUN_DIR of a run started with --out "
+                                "(a run stopped before it wrote anything: rerun its original command)")
     try:
-        return make(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is corrupt ({e}); restore it or start a new run") from None
+        values = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as e:  # not UTF-8, or not JSON
+        raise ValueError(f"{path} is corrupt ({str(e)[:100]}); restore it or start a new run") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds a {type(values).__name__}, not a run's settings; restore it or start a new run")
+    return make(values)

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, json_safe
 
 
 class WeightChangeTracker:
@@ -50,14 +50,14 @@ class MetricsLog:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install 'qtrain[tensorboard]'") from None
             self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
-    def truncate(self, epochs: int) -> None:
-        """Keep the first ``epochs`` records (a resumed run rewrites what came after its checkpoint)."""
-        rows = self.read()[:epochs]
-        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    def rewrite(self, rows: List[dict]) -> None:
+        """Replace the file by ``rows`` (a resumed run writes the history its checkpoint holds,
+        so a damaged, partial or missing file comes back whole)."""
+        atomic_write_bytes(self.path, "".join(json.dumps(json_safe(r)) + "\n" for r in rows).encode())
 
     def append(self, row: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
         if self.writer is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "epoch":
@@ -75,17 +75,22 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> List[dict]:
+    """The per-epoch rows of ``metrics.jsonl`` (``path`` or ``path/metrics.jsonl``), up to the
+    first damaged line (cut short by a kill, not UTF-8, not a JSON object with an ``epoch``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill: the epochs after it are redone
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError
             break
+        if not isinstance(row, dict) or row.get("epoch") != len(rows) + 1:
+            break
+        rows.append(row)
     return rows
 
 

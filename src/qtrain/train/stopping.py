@@ -1,0 +1,73 @@
+"""When a run saves mid-epoch, and how it stops on SIGINT / SIGTERM.
+
+A :class:`Stopper` is asked after every optimizer step whether to save now: when
+``checkpoint_minutes`` have passed since the last save (0: never mid-epoch) or when a
+SIGINT/SIGTERM arrived. Under torchrun every rank asks, and the answers are OR-ed over the
+ranks, so all ranks save (rank 0 writes) and stop at the same step. After saving on a signal
+the loop raises :class:`RunStopped`, whose one-line message says what was saved and the
+exact command that resumes it (the CLI exits 130 for SIGINT, 143 for SIGTERM). A second
+Ctrl-C while saving raises ``KeyboardInterrupt`` at once.
+
+>>> s = Stopper(minutes=0, d=None)
+>>> s.check()
+(False, False)
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Optional, Tuple
+
+from . import distributed
+
+
+class RunStopped(Exception):
+    """The run was stopped by a signal after saving; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class Stopper:
+    """Decides when to save; a context manager that installs the SIGINT/SIGTERM handlers."""
+
+    def __init__(self, minutes: float, d: Optional[distributed.Dist], device=None):
+        self.minutes, self.d, self.device = minutes, d or distributed.Dist(), device
+        self.signum: Optional[int] = None
+        self.last = time.monotonic()
+        self._old = {}
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "Stopper":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def check(self) -> Tuple[bool, bool]:
+        """``(save, stop)``: save a checkpoint now; then stop (a signal arrived on some rank)."""
+        due = self.minutes > 0 and time.monotonic() - self.last >= 60 * self.minutes
+        due, stop = distributed.any_flag([due, self.signum is not None], self.d, self.device)
+        return due or stop, stop
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a signal on another rank"
+
+    @property
+    def exit_signal(self) -> int:
+        return self.signum or signal.SIGTERM
