@@ -2,14 +2,17 @@
 
 Each submodule registers its sub-commands with ``register(subparsers)``; a command's
 handler gets the parsed ``argparse.Namespace`` and returns an exit code. Errors that a user
-can fix (``ValueError``, ``FileNotFoundError``, a missing optional package, ...) print one line
-and exit 2, no traceback; ``QTRAIN_DEBUG=1`` shows the traceback instead.
+can fix (``ValueError``, any ``OSError`` such as a full disk or a read-only folder, a missing
+optional package, a lost rank under torchrun, ...) print one line and exit 2, no traceback;
+``QTRAIN_DEBUG=1`` shows the traceback instead. A run stopped by SIGINT/SIGTERM after saving
+says how to resume and exits 128 + the signal number.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -35,20 +38,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    code = _call(args, argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: skip C++ teardown races at interpreter exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _call(args: argparse.Namespace, argv: list) -> int:
+    from ..train.distributed import DistError
+    from ..train.stopping import RunStopped
+
     try:
         return int(args.func(args) or 0)
+    except RunStopped as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"qtrain {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print("qtrain: interrupted", file=sys.stderr)
+        print(f"qtrain {args.command}: interrupted before a checkpoint was saved; rerun the original command: "
+              f"{shlex.join(['qtrain', *argv])}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError,
-            PermissionError, ImportError) as e:
+    except (ValueError, OSError, FloatingPointError, ImportError, DistError) as e:
+        # user-fixable: bad settings or files, disk full, read-only folder, a lost rank
         if os.environ.get("QTRAIN_DEBUG"):
             raise
-        print(f"qtrain {args.command}: error: {e}", file=sys.stderr)
+        print(f"qtrain {args.command}: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+              file=sys.stderr)
         return 2
 
 

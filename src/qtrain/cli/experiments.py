@@ -46,9 +46,12 @@ def table1(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ValueError("--out DIR is required")
-    report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
-                        progress=args.progress, epochs=args.epochs, train_subset=args.train_subset, device=args.device,
-                        **parse_set(args.set))
+    from ..train.lock import run_lock
+
+    with run_lock(args.out, "table1"):
+        report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
+                            progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
+                            device=args.device, **parse_set(args.set))
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -56,8 +59,11 @@ def table1(args: argparse.Namespace) -> int:
 def reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import run_reproduce
 
-    run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
-                  epochs=args.epochs, progress=args.progress, **parse_set(args.set))
+    from ..train.lock import run_lock
+
+    with run_lock(args.out, "reproduce"):
+        run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
+                      epochs=args.epochs, progress=args.progress, **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
 

@@ -45,11 +45,15 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--tensorboard", action="store_true", default=None)
+    p.add_argument("--checkpoint-minutes", type=float, metavar="M",
+                   help="also save mid-epoch every M minutes (default 10; 0: at epoch ends only); SIGINT/SIGTERM always save")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="under torchrun: give up with one line when another rank is silent this long (default 600)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..train import from_sources, load_run_config, run
+    from ..train import distributed, from_sources, load_run_config, run
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "out", "resume", "func", "command")}
     if overrides.get("scale") not in (None, "mean"):
@@ -67,6 +71,8 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--out RUN_DIR is required (where metrics, checkpoints and summary.json go)")
         cfg = from_sources(args.config, overrides)
         summary = run(cfg, args.out)
+    if distributed.env_rank() != 0:  # under torchrun only rank 0 reports
+        return 0
     print(json.dumps({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
                                               "test_error", "seconds")}))
     return 0

@@ -10,7 +10,9 @@ Layouts accepted for ``data_dir`` (the first that holds the files wins):
 
 Each file is a Python-2 pickle of ``{b'data': uint8 N×3072 (R, G, B planes of 32×32),
 b'labels' | b'fine_labels': list of ints}``. They are read with a restricted unpickler that
-only resolves numpy's array-rebuilding functions, so a tampered file cannot run code.
+only resolves numpy's array-rebuilding functions, so a tampered file cannot run code, and
+checked before training: a truncated, empty or garbage file, pixels that are not ``uint8`` or
+labels outside :math:`0..K-1` give one ``ValueError`` naming the file.
 The result is an :class:`~qtrain.data.base.InMemoryDataset` with ``x`` of shape
 :math:`N \times 3 \times 32 \times 32` (``uint8``) and ``augment=True``.
 
@@ -65,6 +67,10 @@ class DownloadError(FileNotFoundError):
     """A download failed (network, checksum or archive); the dataset is still missing."""
 
 
+class _Refused(pickle.UnpicklingError, ValueError):
+    """A CIFAR file asked for a global other than numpy's array rebuilders."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Resolves only the globals that a pickled numpy array needs."""
 
@@ -78,25 +84,53 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D102
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file")
+        raise _Refused(f"refusing to load {module}.{name} from a CIFAR file")
 
 
-def _read_batch(path: Path, label_key: str) -> Tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d: Dict = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+_FIX_FILE = "replace it with the file from the official archive (or --download into an empty --data-dir)"
+
+
+def _read_batch(path: Path, label_key: str, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch, checked: a readable pickle, ``uint8`` pixels, N×3072, N integer labels
+    in ``0..num_classes-1``; anything else is one ``ValueError`` naming the file and the fix."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            if len(head) < 2 or head[0] != 0x80:  # pickle protocol >= 2 (the official files use 2)
+                raise ValueError("empty" if not head else "not a pickle")
+            f.seek(0)
+            d = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, MemoryError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, OverflowError, UnicodeDecodeError, ImportError) as e:
+        if isinstance(e, _Refused):
+            raise _Refused(f"{path}: {e}; {_FIX_FILE}") from None
+        why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}: {why}; truncated or "
+                         f"damaged?); {_FIX_FILE}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a CIFAR python batch (holds a {type(d).__name__}); {_FIX_FILE}")
     d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     if "data" not in d or label_key not in d:
-        raise ValueError(f"{path}: not a CIFAR python batch (keys {sorted(d)}; "
+        raise ValueError(f"{path}: not a CIFAR python batch (keys {sorted(map(str, d))}; "
                          f"need 'data' and {label_key!r})")
-    data = np.asarray(d["data"], dtype=np.uint8)
-    labels = np.asarray(d[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
-        raise ValueError(f"{path}: expected data N×3072 and N labels, got {data.shape} "
-                         f"and {labels.shape}")
-    return data.reshape(-1, 3, 32, 32), labels
+    raw = d["data"]
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:
+        kind = raw.dtype if isinstance(raw, np.ndarray) else type(raw).__name__
+        raise ValueError(f"{path}: 'data' is {kind}, CIFAR pixels must be uint8 0..255; {_FIX_FILE}")
+    labels = np.asarray(d[label_key])
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {label_key!r} are {labels.dtype}, not integers; {_FIX_FILE}")
+    labels = labels.astype(np.int64)
+    if raw.ndim != 2 or raw.shape[1] != 3072 or labels.shape != (raw.shape[0],):
+        raise ValueError(f"{path}: expected data N×3072 and N labels, got {raw.shape} "
+                         f"and {labels.shape}; {_FIX_FILE}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{path}: labels {int(labels.min())}..{int(labels.max())} are outside "
+                         f"0..{num_classes - 1}; {_FIX_FILE}")
+    return raw.reshape(-1, 3, 32, 32), labels
 
 
-def _load_split(folder: Path, files: Tuple[str, ...], label_key: str
+def _load_split(folder: Path, files: Tuple[str, ...], label_key: str, num_classes: int
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     xs: List[np.ndarray] = []
     ys: List[np.ndarray] = []
@@ -104,7 +138,7 @@ def _load_split(folder: Path, files: Tuple[str, ...], label_key: str
         p = folder / name
         if not p.exists():
             raise FileNotFoundError(f"{p} is missing; the CIFAR folder {folder} is incomplete")
-        x, y = _read_batch(p, label_key)
+        x, y = _read_batch(p, label_key, num_classes)
         xs.append(x)
         ys.append(y)
     x = torch.from_numpy(np.ascontiguousarray(np.concatenate(xs)))
@@ -199,12 +233,9 @@ def _load(name: str, spec: dict, data_dir: Optional[PathLike], download: bool) -
             pretty, root, spec["names"],
             f"pass download=True (qtrain: --download) or get {spec['url']} and extract it "
             f"into {root}")
-    train_x, train_y = _load_split(folder, spec["train"], spec["label_key"])
-    test_x, test_y = _load_split(folder, spec["test"], spec["label_key"])
     k = spec["num_classes"]
-    for split, y in (("train", train_y), ("test", test_y)):
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise ValueError(f"{folder}: {split} labels outside 0..{k - 1}")
+    train_x, train_y = _load_split(folder, spec["train"], spec["label_key"], k)
+    test_x, test_y = _load_split(folder, spec["test"], spec["label_key"], k)
     mean, std = channel_stats(train_x)
     return InMemoryDataset(name, train_x, train_y, test_x, test_y, k, mean, std, augment=True)
 

@@ -20,6 +20,7 @@ The result has ``x`` of shape :math:`N \times 1 \times 28 \times 28` (``uint8``)
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +44,10 @@ def read_idx(path: PathLike) -> np.ndarray:
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: damaged gzip ({e}; truncated download?); replace it with a complete copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
     dtype, ndim = np.dtype(_DTYPES[raw[2]]), raw[3]
@@ -80,11 +84,16 @@ def load_mnist(data_dir: Optional[PathLike] = None, download: bool = False) -> I
     arrays = {k: read_idx(_file(folder, v)) for k, v in MNIST_FILES.items()}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        if x.ndim != 3 or x.dtype != np.uint8 or y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"{folder}: MNIST {split} images {x.shape} / labels {y.shape} "
-                             f"do not match")
-        if len(y) and int(y.max()) > 9:
-            raise ValueError(f"{folder}: MNIST {split} labels outside 0..9")
+        fx, fy = _file(folder, MNIST_FILES[f"{split}_x"]), _file(folder, MNIST_FILES[f"{split}_y"])
+        if x.ndim != 3 or x.dtype != np.uint8:
+            raise ValueError(f"{fx}: MNIST images must be uint8 N×28×28, got {x.dtype} {x.shape}; "
+                             "replace it with the official file")
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            raise ValueError(f"{fy}: MNIST labels must be {len(x)} integers (one per image in {fx.name}), "
+                             f"got {y.dtype} {y.shape}; replace it with the official file")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
+            raise ValueError(f"{fy}: MNIST labels {int(y.min())}..{int(y.max())} are outside 0..9; "
+                             "replace it with the official file")
     tx = torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1)
     ex = torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1)
     ty = torch.from_numpy(arrays["train_y"].astype(np.int64))

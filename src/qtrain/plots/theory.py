@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import atomic_savefig
+
 __all__ = ["plot_convex", "plot_toy", "plot_markov"]
 
 COLORS = {"r": "tab:red", "sr": "tab:orange", "bc": "tab:blue", "bc_d": "tab:cyan"}
@@ -23,7 +25,7 @@ def _plt():
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
+from .._io import atomic_savefig
+
 COLORS = {"ADAM": "black", "BC-ADAM": "tab:blue", "Big SR-ADAM": "tab:green", "SR-ADAM": "tab:orange",
           "R-ADAM": "tab:red"}
 
@@ -34,7 +36,7 @@ def error_curves(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)
 
@@ -66,6 +68,6 @@ def weight_change_panels(by_column: Dict[str, Dict[str, List[dict]]], path: Path
             if layers and len(layers) <= 8:
                 ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)
