@@ -32,6 +32,9 @@ __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_savefig", "json_sa
 class WriteError(OSError):
     """A result file could not be written (one line: the file, the reason, the fix)."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
