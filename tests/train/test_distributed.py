@@ -1,10 +1,15 @@
-"""Two CPU processes under torchrun (gloo): ranks stay bit-identical, and match one process."""
+"""Two CPU processes under torchrun (gloo): ranks stay bit-identical, and match one process;
+a stopped rank ends the job with one line within --dist-timeout; a clean run exits 0 quietly."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from qtrain.train import load_checkpoint
@@ -19,13 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_cmd(nproc, out, *args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+            "-m", "qtrain", "train", *COMMON, "--out", str(out), *args]
+
+
 def torchrun(nproc, out, *args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "qtrain", "train", *COMMON, "--out", str(out), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(torchrun_cmd(nproc, out, *args), capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "terminate called" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["test_error"] is not None, r.stdout  # rank 0 reports, once
     return json.loads((out / "summary.json").read_text())
 
 
@@ -42,3 +53,40 @@ def test_two_processes(tmp_path):
     b = load_checkpoint(tmp_path / "f1" / "checkpoint.pt")["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def _rank_pid(launcher: int, rank: int) -> int:
+    for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
+        env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in env:
+            return int(child)
+    raise LookupError(rank)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the ranks")
+def test_a_stopped_rank_ends_the_job_within_the_timeout(tmp_path):
+    out, err_path, timeout = tmp_path / "r", tmp_path / "stderr.txt", 4
+    cmd = torchrun_cmd(2, out, "--model", "smallcnn", "--method", "sr", "--epochs", "100", "--dist-timeout", str(timeout))
+    with open(err_path, "w") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        t = time.monotonic()
+        while not (out / "checkpoint.pt").exists():  # training has started on both ranks
+            if p.poll() is not None or time.monotonic() - t > 120:
+                pytest.skip(f"torchrun did not start: {err_path.read_text()[-500:]}")
+            time.sleep(0.1)
+        rank1 = _rank_pid(p.pid, 1)
+        os.kill(rank1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while "stopped answering" not in err_path.read_text() and time.monotonic() - stopped < timeout + 20:
+            time.sleep(0.1)
+        waited = time.monotonic() - stopped
+        os.kill(rank1, signal.SIGCONT)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    ours = [line for line in err_path.read_text().splitlines() if line.startswith("qtrain train")]
+    assert ours and f"rank 0: another process stopped answering within --dist-timeout {timeout} s" in ours[0], ours
+    assert "--resume" in ours[0] and waited < timeout + 10, (waited, ours)
+    assert p.returncode != 0

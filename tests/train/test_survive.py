@@ -69,17 +69,6 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(ref, tmp_pat
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
 
 
-def test_two_real_trainers_on_one_folder(tmp_path):
-    cmd = [sys.executable, "-m", "qtrain", "train", *FLAGS, "--out", str(tmp_path / "r")]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    results = sorted((p.wait(timeout=300), p.stderr.read()) for p in procs)
-    assert [code for code, _ in results] == [0, 2], results
-    err = results[1][1].strip().splitlines()
-    assert len(err) == 1 and ("is in use by PID" in err[0] or "already holds a run" in err[0]), err
-    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2]
-
-
 # -- 2. checkpoint integrity -----------------------------------------------------------------------
 def test_random_bit_flips_are_all_refused(ref, tmp_path, capsys):
     good = (ref / "checkpoint.pt").read_bytes()

@@ -65,7 +65,7 @@ def setup(device_kind: str, timeout: float = 600.0) -> Dist:
 
 
 @contextlib.contextmanager
-def guard(d: Dist, timeout: float) -> Iterator[None]:
+def guard(d: Dist, timeout: float, hint: str = "then resume the run") -> Iterator[None]:
     """Turn a collective's failure (a peer that timed out or vanished) into one-line :class:`DistError`."""
     try:
         yield
@@ -76,9 +76,9 @@ def guard(d: Dist, timeout: float) -> Iterator[None]:
         if not (isinstance(e, getattr(dist, "DistError", ())) or "gloo" in text.lower() or "nccl" in text.lower()
                 or "timed out" in text.lower() or "timeout" in text.lower() or "connection" in text.lower()):
             raise
-        first = text.splitlines()[0][-160:] if text else type(e).__name__
+        first = text.splitlines()[0].rsplit("] ", 1)[-1][:160] if text else type(e).__name__
         raise DistError(f"rank {d.rank}: another process stopped answering within --dist-timeout {timeout:g} s "
-                        f"({first}); check that every rank is alive, then resume the run") from None
+                        f"({first}); check that every rank is alive, {hint}") from None
 
 
 def all_sum(values: list, d: Dist, device) -> list:

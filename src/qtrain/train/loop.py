@@ -189,7 +189,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> di
     ckpt_path = out_dir / CHECKPOINT
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
-    with distributed.guard(d, cfg.dist_timeout):
+    hint = f"then resume: {_command(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
+    with distributed.guard(d, cfg.dist_timeout, hint):
         summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
         distributed.teardown(d)
     return summary
