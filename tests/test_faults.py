@@ -89,6 +89,11 @@ def test_truncated_mnist_gzip_and_negative_labels(tmp_path, capsys):
     fails(capsys, argv, labels, "-1..3", "outside 0..9")
 
 
+@pytest.mark.parametrize("flag,value", [("--checkpoint-minutes", "-1"), ("--dist-timeout", "0")])
+def test_bad_survival_settings(tmp_path, capsys, flag, value):
+    fails(capsys, ["train", *FLAGS, flag, value, "--out", str(tmp_path / "r")], f"{flag[2:].replace('-', '_')}=", flag)
+
+
 def test_batch_larger_than_the_training_set(tmp_path, capsys):
     fails(capsys, ["train", *FLAGS, "--batch-size", "256", "--out", str(tmp_path / "r")],
           "batch_size=256", "128 examples", "--batch-size 128")

@@ -197,3 +197,29 @@ def test_stopped_before_the_first_save_says_to_rerun(tmp_path, monkeypatch, caps
     monkeypatch.undo()
     assert cli(["train", "--resume", str(tmp_path / "r")]) == 2
     assert "rerun its original command" in capsys.readouterr().err
+
+
+def test_nan_message_gives_a_command_that_works(tmp_path, monkeypatch, capsys):
+    import qtrain.train.loop as loop
+    real_build, state = loop.build, {"calls": 0}
+
+    def poisoned(*a, **k):
+        model = real_build(*a, **k)
+        fwd = model.forward
+
+        def forward(x):
+            state["calls"] += 1
+            return fwd(x) * float("nan") if state["calls"] == 3 else fwd(x)
+        model.forward = forward
+        return model
+    monkeypatch.setattr(loop, "build", poisoned)
+    out = tmp_path / "r"
+    assert cli(["train", *FLAGS, "--out", str(out)]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip()
+    assert "loss became nan at batch 3 in epoch 1" in err and "(after epoch 0)" in err, err
+    command = shlex.split(err.split("lower lr: ")[1])
+    assert command[0] == "qtrain" and "--lr" in command
+    assert cli(command[1:]) == 0
+    s = json.loads((Path(command[command.index("--out") + 1]) / "summary.json").read_text())
+    assert s["lr"] == pytest.approx(0.001) and s["epochs"] == 2

@@ -62,8 +62,7 @@ def _call(args: argparse.Namespace, argv: list) -> int:
             print(f"qtrain {args.command}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"qtrain {args.command}: interrupted before a checkpoint was saved; rerun the original command: "
-              f"{shlex.join(['qtrain', *argv])}", file=sys.stderr)
+        print(f"qtrain {args.command}: {_interrupted(args, argv)}", file=sys.stderr)
         return 130
     except (ValueError, OSError, FloatingPointError, ImportError, DistError) as e:
         # user-fixable: bad settings or files, disk full, read-only folder, a lost rank
@@ -72,6 +71,16 @@ def _call(args: argparse.Namespace, argv: list) -> int:
         print(f"qtrain {args.command}: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 2
+
+
+def _interrupted(args: argparse.Namespace, argv: list) -> str:
+    """What an interrupted command kept, and the command that continues it."""
+    run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command == "train" and run_dir is not None and (run_dir / "checkpoint.pt").is_file():
+        return f"interrupted; resume with: qtrain train --resume {shlex.quote(str(run_dir))}"
+    if args.command == "train":
+        return f"interrupted before anything was saved; rerun the original command: {shlex.join(['qtrain', *argv])}"
+    return f"interrupted; rerun the original command (finished parts are reused): {shlex.join(['qtrain', *argv])}"
 
 
 if __name__ == "__main__":  # pragma: no cover
