@@ -1,11 +1,15 @@
 """The training loop: read top to bottom.
 
-``run(cfg, out_dir)`` builds data, model and a :class:`~qtrain.QuantizedOptimizer`, then per
-epoch trains, evaluates, appends a line to ``metrics.jsonl`` and writes ``checkpoint.pt``
-atomically. ``run(..., resume=True)`` continues from the checkpoint; because data order,
-augmentation and SR's randomness are pure functions of (seed, epoch, step), the resumed run
-ends bit-identical to an uninterrupted one. Under ``torchrun`` it trains with
-DistributedDataParallel (see :mod:`qtrain.train.distributed`).
+``run(cfg, out_dir)`` locks ``out_dir`` (:mod:`~qtrain.train.lock`), builds data, model and a
+:class:`~qtrain.QuantizedOptimizer`, writes a first checkpoint (so a full disk or a read-only
+folder shows before training), then per epoch trains, evaluates, appends a line to
+``metrics.jsonl`` and writes ``checkpoint.pt`` (digest-checked, holding the metrics history).
+Within an epoch it also saves every ``checkpoint_minutes`` and on SIGINT/SIGTERM
+(:mod:`~qtrain.train.stopping`), recording the batches done :math:`k` and the running sums.
+``run(..., resume=True)`` continues from the checkpoint, skipping the first :math:`k` batches
+of the epoch; because data order, augmentation and SR's randomness are pure functions of
+(seed, epoch, step), the resumed run ends bit-identical to an uninterrupted one. Under
+``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`).
 
 >>> from qtrain.train import TrainConfig, run
 >>> cfg = TrainConfig(data="digits", model="smallcnn", method="sr", epochs=1, batch_size=64,
@@ -40,7 +44,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
-from .stopping import RunStopped, Stopper
+from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
 
 EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
@@ -189,7 +193,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> di
     ckpt_path = out_dir / CHECKPOINT
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
-    hint = f"then resume: {_command(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
+    hint = f"then resume: {command_line(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
     with distributed.guard(d, cfg.dist_timeout, hint):
         summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
         distributed.teardown(d)
@@ -256,7 +260,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
         save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
 
     # -- epochs -----------------------------------------------------------------------------
-    resume_cmd = _command(d, f"--resume {shlex.quote(str(out_dir))}") if keep else "nothing is kept without --out"
+    resume_cmd = command_line(d, f"--resume {shlex.quote(str(out_dir))}") if keep else "nothing is kept without --out"
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc=f"{cfg.method} {cfg.model}",
                   disable=not progress, unit="epoch")
     with Stopper(cfg.checkpoint_minutes, d, device) as stopper:
@@ -280,8 +284,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                                                        check_loss=not d.enabled, micro_batch=cfg.micro_batch,
                                                        start=step, sums=partial, after_step=after_step)
             except FloatingPointError as e:
-                raise FloatingPointError(f"{e} in epoch {epoch + 1}; stopped, {_kept(ckpt_path, keep, saved_at)}; "
-                                         f"{_lower_lr(cfg, out_dir, keep, d)}") from None
+                raise FloatingPointError(f"{e} in epoch {epoch + 1}; stopped, {kept_hint(ckpt_path, keep, saved_at)}; "
+                                         f"{lower_lr_hint(cfg, out_dir, keep, d)}") from None
             train_s = done + time.perf_counter() - t0
             step, partial = 0, {}
             loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
@@ -311,25 +315,6 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary
-
-
-def _command(d: distributed.Dist, args: str) -> str:
-    launcher = f"torchrun --nproc_per_node {d.world_size} -m qtrain" if d.enabled else "qtrain"
-    return f"{launcher} train {args}"
-
-
-def _kept(ckpt_path: Path, keep: bool, saved_at: list) -> str:
-    if not keep or not saved_at:
-        return "no checkpoint was kept"
-    return f"the last good checkpoint ({saved_at[0]}) is kept in {ckpt_path}"
-
-
-def _lower_lr(cfg: TrainConfig, out_dir: Path, keep: bool, d: distributed.Dist) -> str:
-    lr = f"{cfg.lr / 10:g}"
-    if not keep:
-        return f"train again with a lower lr, e.g. --lr {lr}"
-    config, new = shlex.quote(str(out_dir / "config.json")), shlex.quote(f"{out_dir}-lr{lr}")
-    return f"train again with a lower lr: {_command(d, f'--config {config} --lr {lr} --out {new}')}"
 
 
 def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: int) -> Tuple[int, int, dict, list]:

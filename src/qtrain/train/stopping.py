@@ -14,9 +14,11 @@ Ctrl-C while saving raises ``KeyboardInterrupt`` at once.
 """
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Optional, Tuple
 
 from . import distributed
@@ -71,3 +73,25 @@ class Stopper:
     @property
     def exit_signal(self) -> int:
         return self.signum or signal.SIGTERM
+
+
+def command_line(d: distributed.Dist, args: str) -> str:
+    """The shell command that runs ``qtrain train ARGS`` the way this run was launched."""
+    launcher = f"torchrun --nproc_per_node {d.world_size} -m qtrain" if d.enabled else "qtrain"
+    return f"{launcher} train {args}"
+
+
+def kept_hint(ckpt_path: Path, keep: bool, saved_at: list) -> str:
+    """Which checkpoint a stopped run kept."""
+    if not keep or not saved_at:
+        return "no checkpoint was kept"
+    return f"the last good checkpoint ({saved_at[0]}) is kept in {ckpt_path}"
+
+
+def lower_lr_hint(cfg, out_dir: Path, keep: bool, d: distributed.Dist) -> str:
+    """A command that trains a diverged run again, in a new folder, at a tenth of its lr."""
+    lr = f"{cfg.lr / 10:g}"
+    if not keep:
+        return f"train again with a lower lr, e.g. --lr {lr}"
+    config, new = shlex.quote(str(out_dir / "config.json")), shlex.quote(f"{out_dir}-lr{lr}")
+    return f"train again with a lower lr: {command_line(d, f'--config {config} --lr {lr} --out {new}')}"
