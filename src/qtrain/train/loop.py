@@ -302,7 +302,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 epochs.set_postfix(test_err=f"{test_err:.2f}%", train_err=f"{row['train_error']:.2f}%")
             save(epoch + 1, 0, {})
             stopper.saved()
-            if epoch + 1 < cfg.epochs and stopper.check()[1]:
+            if epoch + 1 < cfg.epochs and stopper.check(force=True)[1]:
                 raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} after epoch {epoch + 1}; "
                                  f"resume with: {resume_cmd}", stopper.exit_signal)
     epochs.close()
