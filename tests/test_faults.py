@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from qtrain import _io
 from qtrain.cli import main as cli

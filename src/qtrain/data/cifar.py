@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
