@@ -189,14 +189,17 @@ def test_stale_temp_files_removed_and_umask_respected(tmp_path):
     out.mkdir()
     stale = out / f".checkpoint.pt.{dead.pid}.abc123.tmp"  # left by a killed writer
     live = out / f".summary.json.{os.getpid()}.xyz789.tmp"  # a live writer's (this process)
-    stale.write_bytes(b"half")
-    live.write_bytes(b"in progress")
+    old_style = out / ".metrics.jsonl.k3x_9a2b.tmp"  # an older qtrain's name, without the PID
+    fresh_old_style = out / ".summary.json.q1w2e3r4.tmp"
+    for f in (stale, live, old_style, fresh_old_style):
+        f.write_bytes(b"half")
+    os.utime(old_style, (1e9, 1e9))
     old = os.umask(0o027)
     try:
         run(TrainConfig(**dict(TINY, epochs=1)), out)
     finally:
         os.umask(old)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not old_style.exists() and live.exists() and fresh_old_style.exists()
     for f in ("summary.json", "checkpoint.pt", "metrics.jsonl", "config.json"):
         assert (out / f).stat().st_mode & 0o777 == 0o640, f
 

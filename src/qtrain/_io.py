@@ -22,6 +22,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, List, Union
 
@@ -108,20 +109,25 @@ def pid_alive(pid: int) -> bool:
 
 
 _TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+_OLD_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # written before temporary names held the PID
+_OLD_AGE = 3600.0  # seconds after which such a file is taken as abandoned
 
 
 def remove_stale_tmp(folder: Union[str, Path]) -> List[Path]:
-    """Delete the temporary files in ``folder`` left by writers whose PID is gone; returns them."""
+    """Delete the temporary files in ``folder`` left by writers whose PID is gone (or, for names
+    without a PID, untouched for an hour); returns them."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
         m = _TMP.match(p.name)
-        if m and p.is_file() and not pid_alive(int(m.group(1))):
-            try:
+        try:
+            stale = (not pid_alive(int(m.group(1)))) if m else (
+                _OLD_TMP.match(p.name) is not None and time.time() - p.stat().st_mtime > _OLD_AGE)
+            if stale and p.is_file():
                 p.unlink()
                 removed.append(p)
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:  # its writer finished meanwhile
+            pass
     return removed
