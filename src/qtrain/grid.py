@@ -129,8 +129,9 @@ class Grid:
         d = _check_positive("delta", delta, "use a grid step Δ > 0, e.g. Grid.uniform(2**-4)")
         if bits is None:
             return Grid("uniform", d)
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
+        if type(bits).__name__ in ("bool", "bool_") or not hasattr(bits, "__index__") or not 1 <= bits.__index__() <= 32:
             raise ValueError(f"bits={bits!r} must be an integer in 1..32 (or None for an unbounded grid)")
+        bits = bits.__index__()
         return Grid("uniform", d, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, None, bits)
 
     @staticmethod
