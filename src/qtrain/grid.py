@@ -15,6 +15,15 @@ levels, ``2s`` for binary), its range, and how to describe itself for checkpoint
 [-0.5, -0.25, 0.0, 0.25]
 >>> Grid.binary(0.5).levels()
 [-0.5, 0.5]
+
+Bounds and levels are exactly what :func:`qtrain.quantize` returns: float32 values
+:math:`k \cdot \mathrm{fl}_{32}(\Delta)` for float32 (and float16/bfloat16) tensors, :math:`k\Delta`
+in float64 for float64 tensors.
+
+>>> Grid.uniform(0.1, bits=2).bounds()
+(-0.20000000298023224, 0.10000000149011612)
+>>> Grid.uniform(0.1, bits=2).bounds("float64")
+(-0.2, 0.1)
 """
 from __future__ import annotations
 
@@ -97,7 +106,8 @@ class Grid:
         fix = "build grids with Grid.uniform/binary/ternary"
         if self.kind not in _KINDS:
             raise ValueError(f"unknown grid kind {self.kind!r}; expected one of {_KINDS}")
-        fields = {"delta": _check_positive("delta", self.delta, fix, _F32_MAX if self.kind == "binary" else _F32_MAX / 2)}
+        limit = _F32_MAX if self.kind == "binary" else _F32_MAX / 2  # binary: Δ = 2s
+        fields = {"delta": _check_positive("delta", self.delta, fix, limit)}
         if self.scale is not None:
             fields["scale"] = _check_positive("scale", self.scale, fix)
         for name in ("kmin", "kmax", "bits"):
@@ -106,12 +116,13 @@ class Grid:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
         b, s, d = self.bits, self.scale, self.delta
-        if self.kind == "uniform":
-            ok = s is None and ((b is None and self.kmin is None and self.kmax is None)
-                                or (b is not None and 1 <= b <= 32 and (self.kmin, self.kmax) == (-(2 ** (b - 1)), 2 ** (b - 1) - 1)))
-        else:
-            ok = b is None and s is not None and (self.kmin, self.kmax, d) == ((0, 1, 2.0 * s) if self.kind == "binary" else (-1, 1, s))
-        if not ok:
+        if self.kind == "uniform":  # what Grid.uniform(d, bits) builds
+            expect = (None, None, None, None) if b is None else (-(2 ** (b - 1)), 2 ** (b - 1) - 1, None, b)
+            ok = b is None or 1 <= b <= 32
+        else:  # what Grid.binary(s) / Grid.ternary(s) build
+            expect = (0, 1, s, None) if self.kind == "binary" else (-1, 1, s, None)
+            ok = s is not None and d == (2.0 * s if self.kind == "binary" else s)
+        if not ok or (self.kmin, self.kmax, s, b) != expect:
             raise ValueError(f"inconsistent {self.kind} grid fields (delta={d!r}, kmin={self.kmin!r}, kmax={self.kmax!r}, "
                              f"scale={s!r}, bits={b!r}); {fix}")
         if self.bounded:
@@ -160,8 +171,7 @@ class Grid:
         r"""``(low, high)``: the smallest and largest level exactly as :func:`qtrain.quantize`
         returns them for tensors of ``dtype`` (``±inf`` when unbounded). float64 tensors get
         :math:`k\Delta` in float64; every other dtype computes in float32, :math:`k \cdot
-        \mathrm{fl}_{32}(\Delta)` rounded to float32 (``Grid.uniform(0.1, bits=2).bounds()``
-        is ``(-0.20000000298023224, 0.10000000149011612)``)."""
+        \mathrm{fl}_{32}(\Delta)` rounded to float32."""
         if not self.bounded:
             return -math.inf, math.inf
         wide = _is_float64(dtype)
