@@ -149,10 +149,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         self.latents.append(latent)
                         p.copy_(self._round(i, latent, self.bc_rounding, p.dtype))
                     else:
-                        self._unquantized.append(p.detach().clone())
-                        p.copy_(self._round(i, p.detach().float() if p.dtype in LOW_PRECISION else p,
+                        pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
+                        p.copy_(self._round(i, pre.float() if p.dtype in LOW_PRECISION else pre,
                                             "nearest" if method == "r" else "stochastic", p.dtype))
-                        self._unquantized[-1] = (self._unquantized[-1], p._version, p.data_ptr())
+                        self._unquantized.append((pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     param_groups = _delegated("param_groups")
@@ -331,7 +331,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         """Put the weights on the restored grids. BC: :math:`w_b = Q(w_r)` with the checkpoint's
         key, exactly the forward weights it was saved with. R/SR: weights not touched since this
         optimizer quantized them onto its own grids (the model's state was loaded before it was
-        built) go back to their values before that, on the restored grids (:math:`Q_d`)."""
+        built) go back to their values before that, on the restored grids (:math:`Q_d`): this
+        optimizer keeps one copy of them from construction until its first step or load."""
         for i, p in enumerate(self.qparams):
             if self.method == "bc":
                 src, rounding = self.latents[i], self.bc_rounding
