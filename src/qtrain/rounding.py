@@ -138,8 +138,8 @@ def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Ten
         a = t.abs()
         f = torch.floor(a)
         k = torch.copysign(torch.where(a - f >= 0.5, f + 1, f), t)
-    if grid.bounded:
-        k = k.clamp(*_k_range(grid))
+    if grid.bounded:  # float64 holds every index exactly; float32 rounds the range inward
+        k = k.clamp(*((grid.kmin, grid.kmax) if dt == torch.float64 else _k_range(grid)))
     return (k + 0.0) * d  # + 0: one zero, +0, on every path
 
 
@@ -158,7 +158,9 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
         A new tensor of ``x``'s shape, dtype and device holding grid levels.
 
     Raises:
-        ValueError: unknown ``rounding``, a non-float ``x``, or NaN entries in ``x``.
+        ValueError: unknown ``rounding``, a non-float ``x``, NaN entries in ``x``, or finite
+            entries whose level overflows (:math:`x/\\Delta` or :math:`k\\Delta` beyond the
+            dtype's range): no finite input ever becomes inf or NaN.
     """
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding={rounding!r} is not one of {ROUNDINGS}")
@@ -188,4 +190,22 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
                              "check the learning rate, the loss and the gradients (NaN has no grid level)")
         raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
                          "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
-    return out.to(x.dtype).view(x.shape) if out.dtype != x.dtype else out.view(x.shape)
+    if not grid.bounded:  # a finite input whose index x/Δ or level kΔ overflows has no representable level
+        _check_finite_out(x, out, grid, work_dtype)
+    out = out.to(x.dtype) if out.dtype != x.dtype else out
+    if x.dtype in (torch.float16, torch.bfloat16):
+        _check_finite_out(x, out, grid, x.dtype)
+    return out.view(x.shape)
+
+
+def _check_finite_out(x: torch.Tensor, out: torch.Tensor, grid: Grid, dtype: torch.dtype) -> None:
+    """Raise when finite inputs produced non-finite levels (bounded grids' levels are finite in
+    float32 by construction; unbounded grids or a narrow output dtype can overflow)."""
+    if math.isfinite(float(out.sum(dtype=torch.float64 if out.dtype == torch.float64 else _F32))):
+        return  # a finite sum means every entry is finite (inf and NaN propagate): one cheap pass
+    over = ~torch.isfinite(out.reshape(-1)) & torch.isfinite(x.reshape(-1))
+    n = int(over.sum())
+    big = float(x.reshape(-1)[over].abs().max()) if n else math.inf
+    raise ValueError(f"quantize: {n} finite entr{'y' if n == 1 else 'ies'} of {x.numel()} (largest |x| {big:.4g}) "
+                     f"{'has' if n == 1 else 'have'} no level representable in {dtype} on {grid!r}: x/Δ or kΔ "
+                     "overflows; use a bounded grid (bits=...), a larger Δ, or a wider dtype")
