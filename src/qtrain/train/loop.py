@@ -42,7 +42,7 @@ EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                     "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
-                    "train_subset", "val_size", "latent_init", "lr_scale")
+                    "train_subset", "val_size", "latent_init", "lr_scale", "threads")
 
 
 def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
@@ -159,6 +159,9 @@ def evaluate(net, ds, cfg: TrainConfig, d: distributed.Dist, device) -> Tuple[fl
 def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict:
     """Train as ``cfg`` says, logging to ``out_dir`` (a temporary folder if ``None``); returns the summary."""
     cfg.validate()
+    threads_before = torch.get_num_threads()
+    if cfg.threads:  # fixed per run: the thread count changes the reduction order, hence the bits
+        torch.set_num_threads(cfg.threads)
     tmp = None
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="qtrain-run-")
@@ -252,13 +255,15 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
     history = log.read() if d.main else []
     summary = _summary(cfg, history, d, device)
     digests = distributed.gather_digests(model, d)
-    summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1)
+    summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1,
+                   n_test=ds.num_examples("test"), threads=torch.get_num_threads())
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     distributed.barrier(d)
     distributed.teardown(d)
     if tmp is not None:
         tmp.cleanup()
+    torch.set_num_threads(threads_before)
     return summary
 
 
