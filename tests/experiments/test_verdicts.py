@@ -103,3 +103,12 @@ def test_tally_counts_every_kind():
     assert counts == {"reproduced": 2, "not_reproduced": 1, "inconclusive": 1, "no_verdict": 1, "total": 5}
     assert verdicts.headline(counts) == "5 claims: 2 reproduced, 1 not reproduced, 1 inconclusive, 1 without a verdict"
     assert verdicts.pm([1.0, 3.0]) == "2.00 ± 1.00" and verdicts.pm([2.0]) == "2.00"
+
+
+@pytest.mark.parametrize("name", ["stats", "verdicts", "poster", "render"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"qtrain.experiments.{name}"), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
