@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from qtrain.cli import main as cli
 from qtrain.experiments.table1 import COLUMNS, PAPER, ROWS, cell_config, cells, run_table1, summarise
@@ -55,10 +56,12 @@ def test_quick_table1_end_to_end(tmp_path):
 
 def test_seeds_and_workers(tmp_path):
     """Each (cell, seed) is its own run with seed = preset seed + k; 1 and 2 workers give identical numbers."""
-    only = ["digits-smallcnn.sr-adam", "digits-smallcnn.r-adam"]
+    only = ["digits-smallcnn.sr-adam"]
     kw = dict(only=only, progress=False, epochs=1, train_subset=128, seeds=2, log=lambda *_: None)
+    threads = torch.get_num_threads()
     two = run_table1("quick", tmp_path / "w2", workers=2, **kw)
     one = run_table1("quick", tmp_path / "w1", workers=1, **kw)
+    assert torch.get_num_threads() == threads  # an in-process run sets threads=1 and restores the caller's count
     assert two["workers"] == 2 and one["workers"] == 1
     keys = ("cell", "seeds", "test_errors", "test_error", "test_error_sem", "weight_change_means", "weight_change_peaks",
             "n_test", "threads")
@@ -73,13 +76,17 @@ def test_seeds_and_workers(tmp_path):
         for k, seed in enumerate(c["seeds"]):
             config = json.loads((tmp_path / "w1" / "runs" / c["cell"] / f"seed{seed}" / "config.json").read_text())
             assert config["seed"] == seed and config["threads"] == 1
-    # --set seed=10 shifts the whole seed list
-    shifted = run_table1("quick", tmp_path / "s10", **dict(kw, only=only[:1], seeds=1), workers=1, seed=10)
-    assert shifted["cells"][0]["seeds"] == [10] and (tmp_path / "s10/runs/digits-smallcnn.sr-adam/seed10/summary.json").is_file()
+    # --set seed=10 shifts the whole seed list (and the run folders)
+    lines = []
+    run_table1("quick", tmp_path / "s10", **dict(kw, log=lines.append), report_only=True, seed=10)
+    assert [line.split(": ")[0] for line in lines[:2]] == ["digits-smallcnn.sr-adam seed 10", "digits-smallcnn.sr-adam seed 11"]
+    assert "s10/runs/digits-smallcnn.sr-adam/seed11" in lines[1]
     with pytest.raises(ValueError, match="seeds=0 must be a positive integer"):
         run_table1("quick", tmp_path / "bad", **dict(kw, seeds=0))
     with pytest.raises(ValueError, match="workers=0"):
         run_table1("quick", tmp_path / "bad", **kw, workers=0)
+    with pytest.raises(ValueError, match="threads=0 must be a positive integer"):
+        run_table1("quick", tmp_path / "bad", **kw, threads=0)
 
 
 def test_summarise_orders_by_seed_mean():
