@@ -47,8 +47,10 @@ def test_reproduce_quick_reduced(tmp_path):
 
 
 def test_wall_time_says_when_runs_were_reused():
-    report = {"seconds": {"convex": 2.0, "table1": 1.0}, "wall_seconds": 3.2,
+    report = {"seconds": {"convex": 2.0, "table1": 1.0}, "wall_seconds": 3.2, "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:00:03Z",
               "table1": {"runs_trained": 0, "runs_reused": 25, "reused_seconds": 181.0, "workers": 2}}
+    assert "from 2026-01-01T00:00:00Z to 2026-01-01T00:00:03Z" in render.wall_time(report)
     assert "reused 25 finished run(s) from an earlier invocation (their 181 s of training are not in this wall time)" \
         in render.wall_time(report)
     report["table1"].update(runs_trained=25, runs_reused=0)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -68,7 +70,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
     run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
                   epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
-                  **parse_set(args.set))
+                  command=shlex.join(["qtrain"] + sys.argv[1:]), **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
 

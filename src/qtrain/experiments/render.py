@@ -32,7 +32,8 @@ def machine_prose(report: dict) -> str:
 def wall_time(report: dict) -> str:
     t1 = report["table1"]
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
-    text = f"Wall time {report['wall_seconds']:.0f} s ({parts})."
+    text = f"Wall time {report['wall_seconds']:.0f} s ({parts})"
+    text += f", from {report['started']} to {report['finished']}." if report.get("started") else "."
     if t1["runs_reused"]:
         text += (f" Table 1 reused {t1['runs_reused']} finished run(s) from an earlier invocation (their "
                  f"{t1['reused_seconds']:.0f} s of training are not in this wall time) and trained {t1['runs_trained']}.")
@@ -52,12 +53,14 @@ def _cell(text: str) -> str:
 def markdown(report: dict) -> str:
     seeds = sorted({tuple(c["seeds"]) for c in report["table1_cells"]})
     lines = [f"# qtrain reproduction report ({report['scale']} scale)", "", f"**{headline(report)}.**", "",
-             wall_time(report), "", machine_prose(report), "",
-             f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
-             f"({seeds_text(seeds[0]) if len(seeds) == 1 else 'seeds vary by cell'}; seed = preset seed + k), "
-             f"verdicts by one-sided tests at level {report['alpha']}"
-             + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
-             "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""]
+             wall_time(report), "", machine_prose(report), ""]
+    if report.get("command"):
+        lines += [f"Command: `{report['command']}`", ""]
+    lines += [f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
+              f"({seeds_text(seeds[0]) if len(seeds) == 1 else 'seeds vary by cell'}; seed = preset seed + k), "
+              f"verdicts by one-sided tests at level {report['alpha']}"
+              + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
+              "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""]
     lines += table({"cells": report["table1_cells"]})
     lines += ["", "## Claims", "", "| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:

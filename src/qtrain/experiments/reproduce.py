@@ -13,6 +13,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -30,10 +31,11 @@ PARTS = ("convex", "toy", "markov", "table1")
 def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: int = 0, device: Optional[str] = None,
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
-                  seeds: Optional[int] = None, workers: Optional[int] = None, **overrides) -> dict:
+                  seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
+                  **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
-    ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
+    ``command`` (the command line, if any) is recorded in the report. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
     """
     from ..theory import convex, markov, toy
@@ -46,6 +48,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     out.mkdir(parents=True, exist_ok=True)
     quick = scale == "quick"
     results, times = {}, {}
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     t_start = time.perf_counter()
     for i, part in enumerate(PARTS, 1):
         rest = ", ".join(PARTS[i:]) or "nothing"
@@ -65,7 +68,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     counts = verdicts.tally(claims)
     report = {"scale": scale, "seed": seed, "seeds": t1["seeds_requested"] if seeds is None else seeds,
               "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": overrides, "claims": claims, **counts,
-              "seconds": times, "wall_seconds": time.perf_counter() - t_start,
+              "seconds": times, "wall_seconds": time.perf_counter() - t_start, "command": command,
+              "started": started, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "table1": {k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},
               "table1_cells": [{k: c[k] for k in ("cell", "column", "row", "label", "paper_column", "paper_error", "seeds",
                                                  "test_errors", "test_error", "test_error_sem", "weight_change_mean",
