@@ -33,7 +33,9 @@ PAPER_COLUMNS = {
 CIFAR = dict(epochs=164, lr_milestones=[82, 123], batch_size=128)
 IMAGENET = dict(epochs=40, lr_milestones=[20, 30], batch_size=256)
 
-# CPU scales [choice]: same protocol, smaller model/data/epochs.
+# CPU scales [choice]: same protocol, smaller model/data/epochs. `threads: 1` fixes each run's torch thread
+# count (results depend on it), so a table is the same on any machine and with any number of
+# parallel workers (`qtrain table1 --workers`); the paper scale keeps torch's default.
 SMALL = {
     "mini": {"c10-smallcnn": dict(data="cifar10", model="smallcnn", width=32, epochs=15, lr_milestones=[8, 11],
                                   batch_size=128, big_batch=1024, big_micro_batch=None, paper_column="c10-vgg9")},
@@ -70,6 +72,7 @@ def main():
                     cfg["batch_size"] = big_batch
                     if big_micro:
                         cfg["micro_batch"] = big_micro
+                cfg["threads"] = 1
                 cfg["extra"] = {"paper_column": paper_column}
                 write(scale, column, row, cfg)
 

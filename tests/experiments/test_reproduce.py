@@ -1,27 +1,60 @@
+import html
 import json
 
 from qtrain.cli import main as cli
+from qtrain.experiments import render
 from qtrain.experiments.reproduce import run_reproduce
+
+VERDICTS = {"reproduced", "not reproduced", "inconclusive", None}
 
 
 def test_reproduce_quick_reduced(tmp_path):
     lines = []
-    report = run_reproduce("quick", tmp_path, epochs=1, train_subset=256, progress=False, log=lines.append)
+    report = run_reproduce("quick", tmp_path, epochs=1, train_subset=256, progress=False, log=lines.append, seeds=2,
+                           workers=1)
     ids = {c["id"] for c in report["claims"]}
     assert {"thm1-floor", "bounds", "cor1-bc", "r-stalls", "toy-bc", "toy-sr", "thm5-limit", "thm5-spread",
             "thm5-exact", "squish"} <= ids
-    assert {"digits-smallcnn-order", "digits-smallcnn-explore", "digits-smallcnn-big-batch"} <= ids
+    assert {f"digits-smallcnn-{k}" for k in ("order", "bc-close", "sr-beats-r", "big-batch", "explore", "bc-under-20",
+                                               "r-still")} <= ids
     md = (tmp_path / "report.md").read_text()
     for c in report["claims"]:  # a verdict line for every claim, and its figure exists
-        assert f"### {c['claim']}" in md
+        assert f"### {c['claim']}" in md and c["verdict"] in VERDICTS
         assert (tmp_path / c["figure"]).is_file()
-    assert md.count("- Verdict: **") == len(report["claims"]) == report["total"]
-    assert "<table" in (tmp_path / "report.html").read_text()
-    assert json.loads((tmp_path / "report.json").read_text())["total"] == report["total"]
+        assert c["verdict"] is not None or c["reason"]
+    assert md.count("- Verdict: ") == len(report["claims"]) == report["total"]
+    assert report["total"] == report["reproduced"] + report["not_reproduced"] + report["inconclusive"] + report["no_verdict"]
+    assert f"{report['total']} claims: {report['reproduced']} reproduced" in md
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["total"] == report["total"] and saved["seeds"] == 2
+    assert all(c["seeds"] == [0, 1] and c["n_test"] == 300 for c in saved["table1_cells"])
+    # the Markov claim states the simulated step count from the JSON (quick: 200,000, not 10⁶)
+    steps = json.loads((tmp_path / "theory" / "markov.json").read_text())["sim_steps"]
+    assert f"TV(exact π_α, {steps:,}-step simulation)" in md
+    # the HTML holds everything the Markdown does: rules, effects, wall time, machine, Table 1
+    page = (tmp_path / "report.html").read_text()
+    for c in report["claims"]:
+        for key in ("rule", "measured", "effect", "reason"):
+            if c[key]:
+                assert html.escape(c[key], quote=False) in page, (c["id"], key)
+    assert "<table" in page
+    for text in (render.wall_time(report), render.machine_prose(report), "measured: digits-smallcnn"):
+        assert html.escape(text, quote=False) in page
     assert any("[4/4] table1" in line for line in lines)  # progress says what runs and what remains
     # the theory verdicts hold even at the reduced size
     verdict = {c["id"]: c["verdict"] for c in report["claims"]}
-    assert all(verdict[k] for k in ("thm1-floor", "bounds", "cor1-bc", "toy-bc", "toy-sr", "thm5-spread"))
+    assert all(verdict[k] == "reproduced" for k in ("thm1-floor", "bounds", "cor1-bc", "toy-bc", "toy-sr", "thm5-spread"))
+
+
+def test_wall_time_says_when_runs_were_reused():
+    report = {"seconds": {"convex": 2.0, "table1": 1.0}, "wall_seconds": 3.2, "started": "2026-01-01T00:00:00Z",
+              "finished": "2026-01-01T00:00:03Z",
+              "table1": {"runs_trained": 0, "runs_reused": 25, "reused_seconds": 181.0, "workers": 2}}
+    assert "from 2026-01-01T00:00:00Z to 2026-01-01T00:00:03Z" in render.wall_time(report)
+    assert "reused 25 finished run(s) from an earlier invocation (their 181 s of training are not in this wall time)" \
+        in render.wall_time(report)
+    report["table1"].update(runs_trained=25, runs_reused=0)
+    assert "trained all 25 run(s) now (none reused)" in render.wall_time(report)
 
 
 def test_reproduce_bad_scale(tmp_path, capsys):

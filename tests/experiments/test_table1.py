@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from qtrain.cli import main as cli
 from qtrain.experiments.table1 import COLUMNS, PAPER, ROWS, cell_config, cells, run_table1, summarise
@@ -17,6 +18,7 @@ def test_every_preset_parses_and_builds(scale):
         cfg = cell_config(path)
         column, row = name.split(".")
         assert row in ROWS and isinstance(cfg, TrainConfig)
+        assert cfg.threads == (None if scale == "paper" else 1)  # fixed per scale, so results don't depend on the machine
         assert cfg.method == {"adam": "float", "bc-adam": "bc", "big-sr-adam": "sr", "sr-adam": "sr", "r-adam": "r"}[row]
         if scale == "paper":
             assert column in COLUMNS and PAPER[row][column] > 0
@@ -31,36 +33,78 @@ def test_every_preset_parses_and_builds(scale):
 
 def test_quick_table1_end_to_end(tmp_path):
     only = ["digits-smallcnn.adam", "digits-smallcnn.sr-adam", "digits-smallcnn.bc-adam"]
-    report = run_table1("quick", tmp_path, only=only, progress=False, epochs=1, train_subset=256, log=lambda *_: None)
+    report = run_table1("quick", tmp_path, only=only, progress=False, epochs=1, train_subset=256, seeds=1,
+                        log=lambda *_: None)
     assert {c["cell"] for c in report["cells"]} == set(only)
     for f in ("table1.json", "table1.md", "table1_error.png", "table1_weight_change.png"):
         assert (tmp_path / f).stat().st_size > 0
     md = (tmp_path / "table1.md").read_text()
-    assert "| SR-ADAM |" in md and "(23.33)" in md
+    assert "| SR-ADAM | " in md and "| 23.33 |" in md and "n_test = 300; seed 0)" in md and "poster: CIFAR-10 VGG-9" in md
     saved = json.loads((tmp_path / "table1.json").read_text())
-    assert saved["checks"]["digits-smallcnn"]["sr_changes_more_than_bc"] is not None
+    assert saved["cells"][0]["test_error_sem"] is None  # one seed: no standard error, hence no verdicts
+    assert all(c["verdict"] is None and "one seed" in c["reason"] for c in saved["claims"] if c["id"].endswith("explore"))
     # a second call reads the finished runs back instead of training again
     again = run_table1("quick", tmp_path, only=only, progress=False, report_only=True, log=lambda *_: None,
-                       epochs=1, train_subset=256)
-    assert [c["test_error"] for c in again["cells"]] == [c["test_error"] for c in report["cells"]]
+                       epochs=1, train_subset=256, seeds=1)
+    assert [c["test_errors"] for c in again["cells"]] == [c["test_errors"] for c in report["cells"]]
+    assert again["runs_reused"] == 3 and again["runs_trained"] == 0 and "3 finished earlier and reused" in \
+        (tmp_path / "table1.md").read_text()
     # ... but never mixes in a finished run made with other settings
     with pytest.raises(ValueError, match="epochs=1"):
-        run_table1("quick", tmp_path, only=only[:1], progress=False, log=lambda *_: None, train_subset=256)
+        run_table1("quick", tmp_path, only=only[:1], progress=False, log=lambda *_: None, train_subset=256, seeds=1)
 
 
-def test_ordering_checks():
-    def cell(row, err, wc):
+def test_seeds_and_workers(tmp_path):
+    """Each (cell, seed) is its own run with seed = preset seed + k; 1 and 2 workers give identical numbers."""
+    only = ["digits-smallcnn.sr-adam"]
+    kw = dict(only=only, progress=False, epochs=1, train_subset=128, seeds=2, log=lambda *_: None)
+    threads = torch.get_num_threads()
+    two = run_table1("quick", tmp_path / "w2", workers=2, **kw)
+    one = run_table1("quick", tmp_path / "w1", workers=1, **kw)
+    assert torch.get_num_threads() == threads  # an in-process run sets threads=1 and restores the caller's count
+    assert two["workers"] == 2 and one["workers"] == 1
+    keys = ("cell", "seeds", "test_errors", "test_error", "test_error_sem", "weight_change_means", "weight_change_peaks",
+            "n_test", "threads")
+    saved = [json.loads((tmp_path / w / "table1.json").read_text()) for w in ("w1", "w2")]
+    assert [[{k: c[k] for k in keys} for c in s["cells"]] for s in saved][0] == \
+        [[{k: c[k] for k in keys} for c in s["cells"]] for s in saved][1]
+    assert [c["verdict"] for c in saved[0]["claims"]] == [c["verdict"] for c in saved[1]["claims"]]
+    for c in saved[0]["cells"]:
+        assert c["seeds"] == [0, 1] and len(c["test_errors"]) == 2 and c["n_test"] == 300 and c["threads"] == 1
+        assert c["test_error"] == pytest.approx(sum(c["test_errors"]) / 2) and c["test_error_sem"] is not None
+        assert c["test_errors"][0] != c["test_errors"][1] or c["weight_change_means"][0] != c["weight_change_means"][1]
+        for k, seed in enumerate(c["seeds"]):
+            config = json.loads((tmp_path / "w1" / "runs" / c["cell"] / f"seed{seed}" / "config.json").read_text())
+            assert config["seed"] == seed and config["threads"] == 1
+    # --set seed=10 shifts the whole seed list (and the run folders)
+    lines = []
+    run_table1("quick", tmp_path / "s10", **dict(kw, log=lines.append), report_only=True, seed=10)
+    assert [line.split(": ")[0] for line in lines[:2]] == ["digits-smallcnn.sr-adam seed 10", "digits-smallcnn.sr-adam seed 11"]
+    assert "s10/runs/digits-smallcnn.sr-adam/seed11" in lines[1]
+    with pytest.raises(ValueError, match="seeds=0 must be a positive integer"):
+        run_table1("quick", tmp_path / "bad", **dict(kw, seeds=0))
+    with pytest.raises(ValueError, match="workers=0"):
+        run_table1("quick", tmp_path / "bad", **kw, workers=0)
+    with pytest.raises(ValueError, match="threads=0 must be a positive integer"):
+        run_table1("quick", tmp_path / "bad", **kw, threads=0)
+
+
+def test_summarise_orders_by_seed_mean():
+    def cell(row, errs, wc):
+        summaries = [{"test_error": e, "best_test_error": e, "weight_change_mean": wc, "weight_change": {"l": wc} if wc else {},
+                      "seconds": 1, "batch_size": 1, "epochs": 1, "model": "m", "data": "d", "n_test": 100,
+                      "config": {"threads": 1}} for e in errs]
         return {"cell": f"c.{row}", "column": "c", "row": row, "label": ROWS[row], "paper_column": "c10-vgg9",
-                "summary": {"test_error": err, "best_test_error": err, "weight_change_mean": wc,
-                            "weight_change": {"l": wc}, "seconds": 1, "batch_size": 1, "epochs": 1, "model": "m",
-                            "data": "d"}, "history": []}
-    good = summarise("x", [cell("adam", 5, None), cell("bc-adam", 6, 10), cell("big-sr-adam", 9, 20),
-                           cell("sr-adam", 12, 30), cell("r-adam", 20, 1)])["checks"]["c"]
-    assert good["ordering_reproduced"] and good["sr_changes_more_than_bc"] and good["big_batch_helps_sr"]
-    bad = summarise("x", [cell("adam", 5, None), cell("bc-adam", 6, 40), cell("big-sr-adam", 14, 20),
-                          cell("sr-adam", 12, 30), cell("r-adam", 20, 1)])["checks"]["c"]
-    assert not bad["ordering_reproduced"] and bad["pairs_in_paper_order"] == 9
-    assert bad["sr_changes_more_than_bc"] is False and bad["big_batch_helps_sr"] is False
+                "seeds": list(range(len(errs))), "summaries": summaries,
+                "histories": [[{"epoch": 1, "test_error": e, "weight_change": {"l": wc} if wc else {}}] for e in errs]}
+    rep = summarise("x", [cell("adam", [5, 6], None), cell("bc-adam", [7, 8], 10), cell("big-sr-adam", [15, 16], 20),
+                          cell("sr-adam", [12, 13], 30), cell("r-adam", [20, 21], 1)])
+    ch = rep["checks"]["c"]
+    assert ch["measured_order"] == ["adam", "bc-adam", "sr-adam", "big-sr-adam", "r-adam"] and ch["pairs_in_paper_order"] == 9
+    bc = rep["cells"][1]
+    assert bc["test_error"] == 7.5 and bc["test_error_sem"] == pytest.approx(0.5) and bc["weight_change_peaks"] == [10, 10]
+    assert rep["counts"]["total"] == len(rep["claims"]) == 7
+    assert rep["histories"]["c.bc-adam"] == [{"epoch": 1, "test_error": 7.5, "weight_change": {"l": 10}}]
 
 
 def test_table1_cli_list_and_errors(capsys, tmp_path):
@@ -70,3 +114,5 @@ def test_table1_cli_list_and_errors(capsys, tmp_path):
     assert "scale='huge'" in capsys.readouterr().err
     assert cli(["table1", "--scale", "quick", "--cells", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown cell" in capsys.readouterr().err
+    assert cli(["table1", "--scale", "quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "seeds=0 must be a positive integer" in capsys.readouterr().err

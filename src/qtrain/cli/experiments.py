@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
+
+
+SEEDS_HELP = ("Table 1 runs per cell, with seeds preset seed + 0, 1, ..., N-1, each in runs/<cell>/seed<s>/ "
+              "(default: quick 5, mini 3, paper 1)")
+WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the quick and mini scales, "
+                "whose runs use 1 torch thread each; 1 at the paper scale); results do not depend on it")
 
 
 def register(sub) -> None:
@@ -15,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--cells", nargs="*", help="only these cells (names from --list)")
     p.add_argument("--list", action="store_true", help="list the scale's cells and their preset files, then exit")
     p.add_argument("--report-only", action="store_true", help="only collect finished runs into the report")
+    p.add_argument("--seeds", type=int, help=SEEDS_HELP)
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
     p.add_argument("--train-subset", type=int, help="override: use the first N training images")
     p.add_argument("--device", help="auto | cpu | cuda")
@@ -29,7 +39,9 @@ def register(sub) -> None:
     r.add_argument("--scale", required=True, help="quick | mini | paper")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
-    r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 cells use their presets' seeds)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 uses its presets' seeds + k)")
+    r.add_argument("--seeds", type=int, help=SEEDS_HELP)
+    r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every Table 1 cell")
@@ -51,7 +63,7 @@ def table1(args: argparse.Namespace) -> int:
     with run_lock(args.out, "table1"):
         report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
                             progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
-                            device=args.device, **parse_set(args.set))
+                            device=args.device, seeds=args.seeds, workers=args.workers, **parse_set(args.set))
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -63,7 +75,8 @@ def reproduce(args: argparse.Namespace) -> int:
 
     with run_lock(args.out, "reproduce"):
         run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
-                      epochs=args.epochs, progress=args.progress, **parse_set(args.set))
+                      epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
+                      command=shlex.join(["qtrain"] + sys.argv[1:]), **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
 

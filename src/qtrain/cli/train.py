@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--latent-init", help="default | uniform (quantized tensors ~ U(-s, s), BinaryConnect)")
     p.add_argument("--lr-scale", help="none | glorot (BinaryConnect's per-layer lr factor for quantized tensors)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads of the run (results depend on it; default: torch's)")
     p.add_argument("--data-dir", help="folder holding the dataset (or its parent)")
     p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")

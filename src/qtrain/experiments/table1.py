@@ -1,23 +1,31 @@
-"""Table 1 of the poster: top-1 test error of ADAM, BC-ADAM, Big SR-ADAM, SR-ADAM, R-ADAM.
+"""Table 1 of the poster: top-1 test error of ADAM, BC-ADAM, Big SR-ADAM, SR-ADAM, R-ADAM, over seeds.
 
 A *scale* is a folder of presets (``presets/<scale>/<column>.<row>.yaml``), one complete
 :class:`~qtrain.train.TrainConfig` per cell:
 
-* ``paper`` -- the 30 cells of the poster (NOTES §4; GPUs and days);
-* ``mini`` -- real CIFAR-10, a small CNN, a few minutes per method on 2 CPU cores;
-* ``quick`` -- the embedded digits, seconds per method (smoke test of the whole pipeline).
+* ``paper`` -- the 30 cells of the poster (GPUs and days; 1 seed by default);
+* ``mini`` -- real CIFAR-10, a small CNN, a few minutes per method on 2 CPU cores (3 seeds);
+* ``quick`` -- the embedded digits, seconds per method (5 seeds).
 
-:func:`run_table1` trains every selected cell in ``OUT/runs/<cell>/`` (finished cells are
-read back, interrupted ones resumed), then writes ``table1.json``, ``table1.md`` (measured
-errors next to the paper's), ``table1_error.png`` (test error vs epoch) and
-``table1_weight_change.png`` (per-layer % of quantized weights changed, one panel per method,
-as on the poster). Cells can be spread over machines: run ``--cells`` subsets into copies of
-OUT, gather the ``runs/`` folders, then ``--report-only``.
+Each (cell, seed) is its own resumable run in ``OUT/runs/<cell>/seed<s>/`` with seed
+:math:`s = s_0 + k`, :math:`k = 0, \\dots, N-1` (:math:`s_0` the preset's seed, 0 unless ``--set seed=...``;
+``N`` = ``--seeds``). Finished runs are read back, interrupted ones resumed; the others train in
+``workers`` processes. Each run's torch thread count is fixed by its preset (``threads``), so the
+numbers do not depend on the number of workers or the machine's cores. :func:`run_table1` then
+writes ``table1.json`` (per cell: ``seeds``, ``test_errors``, their mean ``test_error`` and standard
+error ``test_error_sem``, ``weight_change_mean``, ``n_test``; per claim its verdict),
+``table1.md``, ``table1_error.png`` and ``table1_weight_change.png`` (seed means). Cells can be
+spread over machines: run ``--cells`` subsets into copies of OUT, gather the ``runs/`` folders,
+then ``--report-only``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -25,22 +33,12 @@ from .._io import atomic_write_bytes, atomic_write_json
 from ..train import TrainConfig, read_metrics, run
 from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
+from . import stats, verdicts
+from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
 
 PRESETS = Path(__file__).with_name("presets")
 SCALES = ("quick", "mini", "paper")
-ROWS = {"adam": "ADAM", "bc-adam": "BC-ADAM", "big-sr-adam": "Big SR-ADAM", "sr-adam": "SR-ADAM", "r-adam": "R-ADAM"}
-COLUMNS = {"c10-vgg9": "CIFAR-10 VGG-9", "c10-vggbc": "CIFAR-10 VGG-BC", "c10-resnet56": "CIFAR-10 ResNet-56",
-           "c10-wrn56_2": "CIFAR-10 WRN-56-2", "c100-resnet56": "CIFAR-100 ResNet-56",
-           "imagenet-resnet18": "ImageNet ResNet-18"}
-# Top-1 test error (%) from the poster's Table 1 [poster]
-PAPER = {
-    "adam":        {"c10-vgg9": 7.97, "c10-vggbc": 7.12, "c10-resnet56": 8.10, "c10-wrn56_2": 6.62, "c100-resnet56": 33.98, "imagenet-resnet18": 36.04},
-    "bc-adam":     {"c10-vgg9": 10.36, "c10-vggbc": 8.21, "c10-resnet56": 8.83, "c10-wrn56_2": 7.17, "c100-resnet56": 35.34, "imagenet-resnet18": 52.11},
-    "big-sr-adam": {"c10-vgg9": 16.95, "c10-vggbc": 16.77, "c10-resnet56": 19.84, "c10-wrn56_2": 16.04, "c100-resnet56": 50.79, "imagenet-resnet18": 77.68},
-    "sr-adam":     {"c10-vgg9": 23.33, "c10-vggbc": 20.56, "c10-resnet56": 26.49, "c10-wrn56_2": 21.58, "c100-resnet56": 58.06, "imagenet-resnet18": 88.86},
-    "r-adam":      {"c10-vgg9": 23.99, "c10-vggbc": 21.88, "c10-resnet56": 33.56, "c10-wrn56_2": 27.90, "c100-resnet56": 68.39, "imagenet-resnet18": 91.07},
-}
-ORDER = list(ROWS)  # the poster's ordering, best to worst
+SEEDS = {"quick": 5, "mini": 3, "paper": 1}  # default --seeds per scale [choice]
 
 
 def cells(scale: str) -> Dict[str, Path]:
@@ -60,9 +58,26 @@ def cell_config(preset: Path, **overrides) -> TrainConfig:
     return make(values)
 
 
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(threads: Optional[int]) -> int:
+    """One worker per ``threads`` cores: one per core at the CPU scales (1 thread per run), a single
+    worker where runs use torch's default thread count (all cores; the paper scale)."""
+    return max(1, cores() // threads) if threads else 1
+
+
+def _positive(name: str, value, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer, e.g. {example}")
+    return value
+
+
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
-               report_only: bool = False, progress: bool = True, log=print, **overrides) -> dict:
-    """Train (or collect) the cells of ``scale`` into ``out`` and write the Table 1 report.
+               report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
+               workers: Optional[int] = None, **overrides) -> dict:
+    """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
 
     ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests).
     """
@@ -72,72 +87,152 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"unknown cell(s) {', '.join(unknown)} for scale {scale!r}; see `qtrain table1 --scale {scale} --list`")
-    results = []
+    n_seeds = SEEDS[scale] if seeds is None else _positive("seeds", seeds, "--seeds 5")
     t0 = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        cfg = cell_config(available[name], data_dir=data_dir, progress=progress, **overrides)
-        run_dir = out / "runs" / name
-        summary_path = run_dir / "summary.json"
-        if summary_path.exists():
-            log(f"[{i}/{len(names)}] {name}: done earlier, reading {summary_path}")
-            summary = json.loads(summary_path.read_text())
-            _check_same_settings(name, summary.get("config", {}), cfg)
-        elif report_only:
-            log(f"[{i}/{len(names)}] {name}: no finished run in {run_dir} (skipped)")
+    plan, jobs, done = {}, [], {}
+    for name in names:
+        base = cell_config(available[name], data_dir=data_dir, progress=progress, **overrides)
+        if (out / "runs" / name / "summary.json").exists():
+            log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
+                f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")
+        for k in range(n_seeds):
+            cfg = dataclasses.replace(base, seed=base.seed + k)
+            run_dir = out / "runs" / name / f"seed{cfg.seed}"
+            plan[(name, k)] = (cfg, run_dir)
+            if (run_dir / "summary.json").exists():
+                summary = json.loads((run_dir / "summary.json").read_text())
+                _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
+                done[(name, k)] = summary
+            elif report_only:
+                log(f"{name} seed {cfg.seed}: no finished run in {run_dir} (skipped)")
+            else:
+                jobs.append(((name, k), cfg, run_dir))
+    threads = [cfg.threads for cfg, _ in plan.values()]
+    n_workers = (default_workers(None if None in threads else max(threads, default=1)) if workers is None
+                 else _positive("workers", workers, "--workers 2"))
+    reused = dict(done)
+    log(f"Table 1 ({scale}): {len(names)} cell(s) x {n_seeds} seed(s); {len(reused)} run(s) finished earlier, "
+        f"{len(jobs)} to train in {min(n_workers, max(len(jobs), 1))} worker process(es)")
+    done.update(_train(jobs, n_workers, log))
+    results = []
+    for name in names:
+        keys = [(name, k) for k in range(n_seeds) if (name, k) in done]
+        if not keys:
             continue
-        else:
-            resume = (run_dir / CHECKPOINT).exists()
-            log(f"[{i}/{len(names)}] {name}: {'resuming' if resume else 'training'} "
-                f"({cfg.model} on {cfg.data}, {cfg.method}, batch {cfg.batch_size}, {cfg.epochs} epochs)")
-            summary = run(cfg, run_dir, resume=resume)
-            log(f"[{i}/{len(names)}] {name}: test error {_num(summary['test_error'])}% in {summary['seconds']:.0f} s")
         column, row = name.split(".", 1)
+        cfg0 = plan[keys[0]][0]
         results.append({"cell": name, "column": column, "row": row, "label": ROWS.get(row, row),
-                        "paper_column": cfg.extra.get("paper_column", column), "summary": summary,
-                        "history": read_metrics(run_dir)})
+                        "paper_column": cfg0.extra.get("paper_column", column), "width": cfg0.width,
+                        "seeds": [plan[key][0].seed for key in keys], "summaries": [done[key] for key in keys],
+                        "histories": [read_metrics(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
-    report["wall_seconds"] = time.perf_counter() - t0
+    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers,
+                  runs_trained=len(jobs), runs_reused=len(reused),
+                  reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
     return report
+
+
+def _train_one(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
+    """One (cell, seed) run; top level so worker processes can unpickle it."""
+    return run(make(cfg_dict), Path(run_dir), resume=resume)
+
+
+def _train(jobs: list, workers: int, log) -> dict:
+    """Train ``jobs`` (key, cfg, run_dir) in-process (one worker) or in ``workers`` spawned processes."""
+    results: dict = {}
+    total = len(jobs)
+
+    def report(i, key, cfg, summary):
+        log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: test error {_num(summary['test_error'])}% "
+            f"in {summary['seconds']:.0f} s")
+
+    if workers == 1 or total <= 1:
+        for i, (key, cfg, run_dir) in enumerate(jobs, 1):
+            resume = (run_dir / CHECKPOINT).exists()
+            log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: {'resuming' if resume else 'training'} "
+                f"({cfg.model} on {cfg.data}, {cfg.method}, batch {cfg.batch_size}, {cfg.epochs} epochs)")
+            results[key] = _train_one(cfg.to_dict(), str(run_dir), resume)
+            report(i, key, cfg, results[key])
+        return results
+    pool = ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_train_one, {**cfg.to_dict(), "progress": False}, str(run_dir),
+                               (run_dir / CHECKPOINT).exists()): (key, cfg) for key, cfg, run_dir in jobs}
+        for i, f in enumerate(as_completed(futures), 1):
+            key, cfg = futures[f]
+            results[key] = f.result()
+            report(i, key, cfg, results[key])
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")
 
 
 def _check_same_settings(name: str, saved: dict, cfg: TrainConfig) -> None:
-    """Refuse to report a finished cell that was trained with other settings (e.g. a smoke run)."""
+    """Refuse to report a finished run that was trained with other settings (e.g. a smoke run)."""
     for key, value in cfg.to_dict().items():
         if key not in _IGNORED and saved.get(key, value) != value:
             raise ValueError(f"runs/{name} was trained with {key}={saved.get(key)!r}, the preset now says {value!r}; "
                              "use another --out or delete that run folder")
 
 
+def _peak(history: list) -> Optional[float]:
+    """Largest % of weights changed of any layer at any epoch."""
+    vals = [v for r in history for v in (r.get("weight_change") or {}).values()]
+    return max(vals) if vals else None
+
+
+def _values(summaries, key) -> Optional[list]:
+    vals = [s.get(key) for s in summaries]
+    return None if any(v is None for v in vals) else vals
+
+
 def summarise(scale: str, results: List[dict]) -> dict:
-    """Measured vs paper per cell, and per column the ordering checks of NOTES §5."""
+    """Per cell the seeds' errors, mean and SE; per column the measured order; every claim's verdict."""
     rows = []
     for r in results:
-        s = r["summary"]
+        ss, s0 = r["summaries"], r["summaries"][0]
+        errs = [s["test_error"] for s in ss]
+        peaks = [_peak(h) for h in r["histories"]]
+        wcm = _values(ss, "weight_change_mean")
+        maxes = [max(s["weight_change"].values()) for s in ss if s.get("weight_change")]
         rows.append({"cell": r["cell"], "column": r["column"], "row": r["row"], "label": r["label"],
-                     "test_error": s["test_error"], "best_test_error": s.get("best_test_error"),
                      "paper_column": r["paper_column"], "paper_error": PAPER.get(r["row"], {}).get(r["paper_column"]),
-                     "weight_change_mean": s.get("weight_change_mean"), "weight_change_max":
-                     max(s.get("weight_change", {}).values(), default=None), "seconds": s["seconds"],
-                     "batch_size": s["batch_size"], "epochs": s["epochs"], "model": s["model"], "data": s["data"]})
+                     "seeds": r["seeds"], "test_errors": errs, "test_error": stats.mean(errs),
+                     "test_error_sem": stats.sem(errs), "best_test_errors": [s.get("best_test_error") for s in ss],
+                     "weight_change_means": wcm, "weight_change_mean": None if wcm is None else stats.mean(wcm),
+                     "weight_change_peaks": None if None in peaks else peaks,
+                     "weight_change_max": stats.mean(maxes) if len(maxes) == len(ss) else None,
+                     "n_test": s0.get("n_test"), "threads": s0.get("config", {}).get("threads"),
+                     "seconds": sum(s["seconds"] for s in ss), "batch_size": s0["batch_size"], "epochs": s0["epochs"],
+                     "model": s0["model"], "data": s0["data"], "width": r.get("width")})
     checks = {}
     for column in sorted({r["column"] for r in rows}):
-        err = {r["row"]: r["test_error"] for r in rows if r["column"] == column and r["test_error"] is not None}
-        wc = {r["row"]: r["weight_change_mean"] for r in rows if r["column"] == column}
+        err = {r["row"]: r["test_error"] for r in rows if r["column"] == column}
         present = [k for k in ORDER if k in err]
-        measured = sorted(present, key=lambda k: err[k])
-        checks[column] = {
-            "measured_order": measured, "paper_order": present, "ordering_reproduced": measured == present,
-            "pairs_in_paper_order": sum(err[a] < err[b] for i, a in enumerate(present) for b in present[i + 1:]),
-            "pairs": len(present) * (len(present) - 1) // 2,
-            "sr_changes_more_than_bc": (wc["sr-adam"] > wc["bc-adam"]) if {"sr-adam", "bc-adam"} <= set(wc) else None,
-            "big_batch_helps_sr": (err["big-sr-adam"] < err["sr-adam"]) if {"big-sr-adam", "sr-adam"} <= set(err) else None,
-            "bc_close_to_float": (err["bc-adam"] - err["adam"]) if {"bc-adam", "adam"} <= set(err) else None,
-        }
-    return {"scale": scale, "cells": rows, "checks": checks, "histories": {r["cell"]: r["history"] for r in results}}
+        checks[column] = {"measured_order": sorted(present, key=lambda k: err[k]), "paper_order": present,
+                          "pairs_in_paper_order": sum(err[a] < err[b] for i, a in enumerate(present) for b in present[i + 1:]),
+                          "pairs": len(present) * (len(present) - 1) // 2}
+    claims = [dataclasses.asdict(c) for c in verdicts.table1_claims(rows)]
+    return {"scale": scale, "alpha": stats.ALPHA, "cells": rows, "checks": checks, "claims": claims,
+            "counts": verdicts.tally(claims), "histories": {r["cell"]: _mean_history(r["histories"]) for r in results}}
+
+
+def _mean_history(histories: List[list]) -> list:
+    """Per epoch, the seeds' mean test error and per-layer % weights changed (epochs all seeds reached)."""
+    n = min((len(h) for h in histories), default=0)
+    out = []
+    for e in range(n):
+        rows = [h[e] for h in histories]
+        wc = rows[0].get("weight_change") or {}
+        out.append({"epoch": rows[0]["epoch"], "test_error": stats.mean([r["test_error"] for r in rows]),
+                    "weight_change": {k: stats.mean([r["weight_change"][k] for r in rows]) for k in wc}})
+    return out
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -154,55 +249,62 @@ def write_report(report: dict, out: Path) -> None:
         weight_change_panels(by_column, out / "table1_weight_change.png")
 
 
-def markdown(report: dict) -> str:
+def seeds_text(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{len(seeds)} seeds ({seeds[0]}–{seeds[-1]})"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def table(report: dict) -> List[str]:
+    """Markdown rows of Table 1: per column the measured setup and, separately, the poster's column."""
     cols = sorted({c["column"] for c in report["cells"]}, key=lambda c: list(COLUMNS).index(c) if c in COLUMNS else -1)
-    lines = [f"# Table 1 ({report['scale']} scale): top-1 test error (%)", "",
-             "Each cell: measured (paper). The paper's number is the poster's Table 1 for the same column"
-             + ("" if report["scale"] == "paper" else "; at this scale the model differs, so compare orderings, not values")
-             + ".", ""]
-    head = "| method | " + " | ".join(f"{c} (paper: {COLUMNS.get(_paper_col(report, c), _paper_col(report, c))})" for c in cols) + " |"
-    lines += [head, "|---|" + "---|" * len(cols)]
+    first = {col: next(c for c in report["cells"] if c["column"] == col) for col in cols}
+    head = []
+    for col in cols:
+        c = first[col]
+        seeds = sorted({tuple(x["seeds"]) for x in report["cells"] if x["column"] == col})
+        setup = f"{c['model']}" + (f" width {c['width']}" if c.get("width") else "") + f" on {c['data']}"
+        head += [f"measured: {col} ({setup}; n_test = {c['n_test'] if c['n_test'] else '?'}; "
+                 + (seeds_text(seeds[0]) if len(seeds) == 1 else "seeds vary by row") + ")",
+                 f"poster: {COLUMNS.get(c['paper_column'], c['paper_column'])}"]
+    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for row in ORDER:
         cells_ = {c["column"]: c for c in report["cells"] if c["row"] == row}
-        if not cells_:
-            continue
-        vals = []
-        for col in cols:
-            c = cells_.get(col)
-            if c is None:
-                vals.append("–")
-                continue
-            vals.append(f"{_num(c['test_error'])} ({_num(c['paper_error'])})")
-        lines.append(f"| {ROWS[row]} | " + " | ".join(vals) + " |")
-    lines += ["", "## Checks (NOTES §5)", ""]
-    for col, ch in report["checks"].items():
-        order = " < ".join(ROWS[r] for r in ch["measured_order"])
-        lines.append(f"- **{col}**: measured order {order}; poster's order "
-                     f"{'reproduced' if ch['ordering_reproduced'] else 'NOT reproduced'} "
-                     f"({ch['pairs_in_paper_order']}/{ch['pairs']} pairs in the poster's order).")
-        if ch["sr_changes_more_than_bc"] is not None:
-            sr = _wc(report, col, "sr-adam")
-            bc = _wc(report, col, "bc-adam")
-            lines.append(f"  SR-ADAM changed {sr:.1f}% of quantized weights (mean over layers) vs BC-ADAM {bc:.1f}%: "
-                         f"{'SR explores more' if ch['sr_changes_more_than_bc'] else 'SR does NOT explore more'}.")
-        if ch["big_batch_helps_sr"] is not None:
-            lines.append(f"  Big batch {'helps' if ch['big_batch_helps_sr'] else 'does NOT help'} SR-ADAM.")
-    lines += ["", "## Cells", "", "| cell | model | data | batch | epochs | error % | best % | weights changed % (mean / max) | seconds |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        if cells_:
+            vals = []
+            for col in cols:
+                c = cells_.get(col)
+                vals += ["–", _num(PAPER[row].get(first[col]["paper_column"]))] if c is None else \
+                        [verdicts.pm(c["test_errors"]), _num(c["paper_error"])]
+            lines.append(f"| {ROWS[row]} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Table 1 ({report['scale']} scale): top-1 test error (%), mean ± SE over seeds", "",
+             "Measured columns are this scale's setup; the poster's column is its Table 1 for the column named"
+             + ("" if report["scale"] == "paper" else "; the model and data differ, so compare orderings, not values")
+             + ".", ""] + table(report)
+    reuse = report.get("runs_reused", 0)
+    lines += ["", f"Runs: {report.get('runs_trained', 0)} trained now, {reuse} finished earlier and reused"
+              + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
+              + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
+              f"## Claims ({verdicts.headline(report['counts'])})", ""]
+    for c in report["claims"]:
+        lines.append(f"- **{c['verdict'] or 'no verdict'}**: {c['claim']}. Measured: {c['measured']}."
+                     + (f" Effect: {c['effect']}." if c["effect"] else "")
+                     + (f" Why no verdict: {c['reason']}." if c["reason"] else "") + f" Rule: {c['rule']}.")
+    lines += ["", "## Cells", "", "| cell | model | data | batch | epochs | threads | seeds | error % per seed | "
+              "weights changed % (mean / max layer) | seconds (all seeds) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["cells"]:
         wc = "–" if c["weight_change_mean"] is None else f"{c['weight_change_mean']:.1f} / {c['weight_change_max']:.1f}"
         lines.append(f"| {c['cell']} | {c['model']} | {c['data']} | {c['batch_size']} | {c['epochs']} | "
-                     f"{_num(c['test_error'])} | {_num(c['best_test_error'])} | {wc} | {c['seconds']:.0f} |")
+                     f"{c['threads'] or 'default'} | {', '.join(map(str, c['seeds']))} | "
+                     f"{', '.join(_num(e) for e in c['test_errors'])} | {wc} | {c['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
 def _num(v) -> str:
     return "–" if v is None else f"{v:.2f}"
-
-
-def _paper_col(report: dict, column: str) -> str:
-    return next((c["paper_column"] for c in report["cells"] if c["column"] == column), column)
-
-
-def _wc(report: dict, column: str, row: str) -> float:
-    return next(c["weight_change_mean"] for c in report["cells"] if c["column"] == column and c["row"] == row)

@@ -54,6 +54,8 @@ class TrainConfig:
     latent_init: str = "default"    # default: the model's init; uniform: quantized tensors ~ U(-s, s) (BinaryConnect, H = s)
     lr_scale: str = "none"          # none | glorot: quantized tensors' lr *= 1/sqrt(1.5/(fan_in+fan_out)) (BinaryConnect)
     seed: int = 0
+    threads: Optional[int] = None   # torch threads of the run (torch.set_num_threads); None: torch's default.
+    # Results depend on it (reduction order), so the presets fix it per scale, not per machine.
     data_dir: Optional[str] = None
     download: bool = False
     device: str = "auto"            # auto | cpu | cuda | cuda:N
@@ -95,7 +97,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}={v!r} must be a positive integer")
-        for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch"):
+        for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch", "threads"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name}={v!r} must be a positive integer (or omitted)")
@@ -162,7 +164,9 @@ def load_yaml(path: Union[str, Path]) -> dict:
 
 
 _FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta", "checkpoint_minutes", "dist_timeout")
-_INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed")
+_INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed",
+         "threads")
+_OPTIONAL = ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset", "val_size", "threads")  # may be null
 
 
 def make(values: dict) -> TrainConfig:
@@ -181,8 +185,7 @@ def make(values: dict) -> TrainConfig:
     for name in _FLOATS + _INTS:
         v = values.get(name)
         if v is None or isinstance(v, bool):
-            if isinstance(v, bool) or (v is None and name not in ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset", "val_size")
-                                       and name in values):
+            if isinstance(v, bool) or (v is None and name not in _OPTIONAL and name in values):
                 raise ValueError(f"{name}={v!r} must be a number")
             continue
         try:

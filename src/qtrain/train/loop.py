@@ -50,7 +50,7 @@ EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                     "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
-                    "train_subset", "val_size", "latent_init", "lr_scale")
+                    "train_subset", "val_size", "latent_init", "lr_scale", "threads")
 
 
 def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
@@ -177,6 +177,16 @@ def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict
 
     Rank 0 holds the folder's lock (:mod:`qtrain.train.lock`) for the whole run."""
     cfg.validate()
+    threads_before = torch.get_num_threads()
+    if cfg.threads:  # fixed per run: the thread count changes the reduction order, hence the bits
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _locked_run(cfg, out_dir, resume)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool) -> dict:
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
             return _run(cfg, Path(tmp), resume, keep=False)
@@ -311,7 +321,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     # -- summary ----------------------------------------------------------------------------
     summary = _summary(cfg, history, d, device)
     digests = distributed.gather_digests(model, d)
-    summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1)
+    summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1,
+                   n_test=ds.num_examples("test"), threads=torch.get_num_threads())
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary

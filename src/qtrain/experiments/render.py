@@ -1,0 +1,121 @@
+r"""The reproduction report as Markdown, and the same text as HTML.
+
+:func:`to_html` converts the small Markdown subset :func:`markdown` writes (headings, paragraphs,
+bullet lists, pipe tables, images, ``**bold**`` and ``code``), so ``report.html`` holds exactly
+what ``report.md`` does.
+
+>>> page = to_html("# T\n\n- **a** `b`\n\n| x | y |\n|---|---|\n| 1 | 2 |", "t")
+>>> [tag in page for tag in ("<h1>T</h1>", "<li><b>a</b> <code>b</code></li>", "<th>x</th>", "<td>2</td>")]
+[True, True, True, True]
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import List
+
+from .table1 import seeds_text, table
+from .verdicts import headline
+
+
+def machine_prose(report: dict) -> str:
+    m, t1 = report["machine"], report["table1"]
+    threads = sorted({c["threads"] for c in report["table1_cells"]}, key=str)
+    per_run = ", ".join("torch's default" if t is None else str(t) for t in threads) or "–"
+    return (f"Machine: host {m['host']}, {m['cpu']} CPU with {m.get('cores', '?')} cores"
+            + (f" and a {m['cuda']} GPU" if m.get("cuda") else ", no GPU")
+            + f"; torch {m['torch']}, Python {m['python']}, qtrain {m['qtrain']}. The theory parts ran with "
+            f"{m['threads']} torch threads; Table 1 ran in {t1['workers']} worker process(es) with {per_run} torch "
+            f"thread(s) per run.")
+
+
+def wall_time(report: dict) -> str:
+    t1 = report["table1"]
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
+    text = f"Wall time {report['wall_seconds']:.0f} s ({parts})"
+    text += f", from {report['started']} to {report['finished']}." if report.get("started") else "."
+    if t1["runs_reused"]:
+        text += (f" Table 1 reused {t1['runs_reused']} finished run(s) from an earlier invocation (their "
+                 f"{t1['reused_seconds']:.0f} s of training are not in this wall time) and trained {t1['runs_trained']}.")
+    else:
+        text += f" Table 1 trained all {t1['runs_trained']} run(s) now (none reused)."
+    return text
+
+
+def _verdict(c: dict) -> str:
+    return f"**{c['verdict']}**" if c["verdict"] else "no verdict"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def markdown(report: dict) -> str:
+    seeds = sorted({tuple(c["seeds"]) for c in report["table1_cells"]})
+    lines = [f"# qtrain reproduction report ({report['scale']} scale)", "", f"**{headline(report)}.**", "",
+             wall_time(report), "", machine_prose(report), ""]
+    if report.get("command"):
+        lines += [f"Command: `{report['command']}`", ""]
+    lines += [f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
+              f"({seeds_text(seeds[0]) if len(seeds) == 1 else 'seeds vary by cell'}; seed = preset seed + k), "
+              f"verdicts by one-sided tests at level {report['alpha']}"
+              + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
+              "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""]
+    lines += table({"cells": report["table1_cells"]})
+    lines += ["", "## Claims", "", "| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
+    for c in report["claims"]:
+        lines.append(f"| {_cell(c['claim'])} | {_cell(c['source'])} | {_cell(c['measured'])} | {_cell(c['poster'])} | "
+                     f"{_verdict(c)} |")
+    lines += ["", "## Claims one by one", ""]
+    for c in report["claims"]:
+        lines += [f"### {c['claim']}", "", f"- Verdict: {_verdict(c)} (rule [choice]: {c['rule']})",
+                  f"- Measured: {c['measured']}"]
+        if c.get("effect"):
+            lines.append(f"- Effect: {c['effect']}")
+        if c.get("reason"):
+            lines.append(f"- No verdict because: {c['reason']}")
+        lines += [f"- Poster: {c['poster']} ({c['source']})", "", f"![{c['id']}]({c['figure']})", ""]
+    lines += ["Details: `theory/*.json`, `table1/table1.md`, `table1/table1.json`, `table1/runs/*/seed*/metrics.jsonl`."]
+    return "\n".join(lines) + "\n"
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text, quote=False).replace("\\|", "|")
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _row(line: str) -> List[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def to_html(md: str, title: str) -> str:
+    """HTML of the Markdown subset :func:`markdown` writes."""
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if m := re.match(r"(#{1,3}) (.*)", line):
+            out.append(f"<h{len(m[1])}>{_inline(m[2])}</h{len(m[1])}>")
+        elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
+            out.append(f"<p><img alt='{html.escape(m[1])}' src='{html.escape(m[2])}' style='max-width:100%'></p>")
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(_row(lines[i]))
+                i += 1
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[2:])
+            out.append("<table border=1 cellpadding=4 style='border-collapse:collapse'><tr>"
+                       + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + f"</tr>{body}</table>")
+            continue
+        elif line.startswith("- "):
+            out.append("<ul>")
+            while i < len(lines) and lines[i].startswith("- "):
+                out.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("</ul>")
+            continue
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>\n"
+            f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'>\n" + "\n".join(out) + "\n</body>\n")
