@@ -18,11 +18,14 @@ Bounded grids clip the level index to their range (unbiased inside it). On a bin
 :math:`Q_s` picks :math:`+s` with probability :math:`(\operatorname{clip}(w, -s, s) + s) / (2s)`
 (BinaryConnect's hard-sigmoid rule).
 
-Three implementations compute the same bits (tests check it):
+Four implementations compute the same bits (tests check it):
 
-* :func:`q_d_reference`, :func:`q_s_reference` -- plain Python scalars, the formula as printed;
-* the eager torch path (any device, any float dtype), and
-* a compiled C kernel for contiguous float32 CPU tensors (``qtrain._kernel``).
+* :func:`q_d_reference`, :func:`q_s_reference` -- plain Python scalars, the formula as printed
+  (``double=True``: the float64 arithmetic of float64 tensors);
+* a C kernel for contiguous float32 CPU tensors (``qtrain._kernel``), the first choice there;
+* one ``torch.compile``'d function (``qtrain._compiled``; Inductor C++ on CPU, Triton on
+  CUDA) everywhere else: GPUs, float64, no C compiler; and
+* the eager torch path, the fallback when compilation is unavailable (or ``QTRAIN_NO_COMPILE=1``).
 
 Arithmetic is float32 (float64 for float64 inputs): :math:`t = w/\Delta` is the rounded
 quotient, and the randomness comes from :mod:`qtrain.rng` (keyed, counter-based).
@@ -45,7 +48,7 @@ from typing import Union
 
 import torch
 
-from . import _kernel
+from . import _compiled, _kernel
 from .grid import Grid
 from .rng import resolve_key, uniform
 
@@ -61,6 +64,9 @@ def _f32(v: float) -> float:
     return float(torch.tensor(v, dtype=_F32))
 
 
+_f32_round = _f32
+
+
 @functools.lru_cache(maxsize=1024)
 def _k_range(grid: Grid):
     """The grid's index range as float32 values inside it (indices beyond 2^24 are not all
@@ -74,11 +80,17 @@ def _k_range(grid: Grid):
 
 
 # -- plain scalar reference ------------------------------------------------------------------
-def q_d_reference(w: float, grid: Grid) -> float:
+def _exact(v: float) -> float:
+    return v
+
+
+def q_d_reference(w: float, grid: Grid, double: bool = False) -> float:
     r""":math:`Q_d(w)` for one value. ``w`` and ``grid.delta`` are taken as float32, the quotient
-    :math:`t = w/\Delta` is rounded to float32, the rest is exact."""
+    :math:`t = w/\Delta` is rounded to float32, the rest is exact (``double=True``: float64
+    throughout, as for float64 tensors; the index range is the same)."""
     if math.isnan(w):
         raise ValueError("Q_d of NaN")
+    _f32 = _exact if double else _f32_round
     w = _f32(w)
     if grid.kind == "binary":
         s = _f32(grid.scale)
@@ -91,10 +103,11 @@ def q_d_reference(w: float, grid: Grid) -> float:
     return _f32((k + 0.0) * d)
 
 
-def q_s_reference(w: float, grid: Grid, u: float) -> float:
-    r""":math:`Q_s(w)` for one value, given the uniform draw ``u`` in [0, 1)."""
+def q_s_reference(w: float, grid: Grid, u: float, double: bool = False) -> float:
+    r""":math:`Q_s(w)` for one value, given the uniform draw ``u`` in [0, 1) (``double``: as above)."""
     if math.isnan(w):
         raise ValueError("Q_s of NaN")
+    _f32 = _exact if double else _f32_round
     w = _f32(w)
     if grid.kind == "binary":
         s = _f32(grid.scale)
@@ -179,8 +192,12 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
         kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
         bad = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
     else:
-        bad = int(torch.isnan(xc).sum()) + (0 if grid.bounded else int(torch.isinf(xc).sum()))
-        out = _eager(xc, grid, stochastic, key)
+        res = _compiled.quantize_flat(xc.view(-1), grid, stochastic, key)
+        if res is not None:
+            out, bad = res
+        else:
+            bad = int(torch.isnan(xc).sum()) + (0 if grid.bounded else int(torch.isinf(xc).sum()))
+            out = _eager(xc, grid, stochastic, key)
     if bad:  # the error path: say exactly what had no level
         nan, inf = int(torch.isnan(xc).sum()), int(torch.isinf(xc).sum())
         if nan:
