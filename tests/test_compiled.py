@@ -102,3 +102,24 @@ def test_env_var_disables_compilation(monkeypatch):
     assert not _compiled.enabled() and _compiled.get.__wrapped__() is None
     monkeypatch.setenv("QTRAIN_NO_COMPILE", "0")
     assert _compiled.enabled()
+
+
+@pytest.mark.parametrize("path", ["kernel", "compiled", "eager"])
+def test_every_path_refuses_overflow_nan_and_inf_alike(path, monkeypatch):
+    if path == "kernel" and _kernel.get() is None:
+        pytest.skip("no C compiler")
+    if path != "kernel":
+        monkeypatch.setattr(_kernel, "get", lambda: None)
+    if path == "eager":
+        monkeypatch.setattr(_compiled, "get", lambda: None)
+    tiny = Grid.uniform(2.0**-120)
+    with pytest.raises(ValueError, match="overflows; use a bounded grid"):
+        quantize(torch.tensor([1.0, 3e38]), tiny, "stochastic", generator=1)
+    with pytest.raises(ValueError, match="1 NaN entry of 3"):
+        quantize(torch.tensor([1.0, math.nan, 2.0]), Grid.binary(1.0))
+    with pytest.raises(ValueError, match="1 infinite entry and Grid.uniform"):
+        quantize(torch.tensor([1.0, -math.inf]), Grid.uniform(0.5))
+    assert quantize(torch.tensor([math.inf, 3e38]), Grid.uniform(2.0**-120, bits=8)).tolist() == [127 * 2.0**-120] * 2
+    x = torch.tensor([0.3, 7.0, -2.2])  # in place: out is x
+    from qtrain.rounding import quantize_into
+    assert quantize_into(x, x, Grid.uniform(0.5), False, 0) is x and x.tolist() == [0.5, 7.0, -2.0]

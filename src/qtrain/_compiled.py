@@ -51,7 +51,8 @@ def quantize_math(x: torch.Tensor, prm: torch.Tensor, keys: torch.Tensor) -> Tup
     """The pure function that gets compiled: ``x`` 1-D float32/float64; ``prm`` (same dtype) =
     ``[Δ, k_min, k_max, s, binary, stochastic]`` (``±inf`` bounds for unbounded grids);
     ``keys`` (int64) = ``[k0, k1]``, the key's 32-bit halves. Returns the rounded values and
-    the count of inputs without a level (NaN; ``±inf`` on unbounded grids)."""
+    the count of entries without a finite level (NaN in; ``±inf`` in on an unbounded grid; a
+    finite ``x`` whose :math:`x/\Delta` or :math:`k\Delta` overflows)."""
     d, kmin, kmax, s = prm[0], prm[1], prm[2], prm[3]
     binary, stochastic = prm[4] != 0, prm[5] != 0
     i = torch.arange(x.shape[0], device=x.device, dtype=torch.int64)
@@ -72,7 +73,7 @@ def quantize_math(x: torch.Tensor, prm: torch.Tensor, keys: torch.Tensor) -> Tup
     k_d = torch.copysign(torch.where(a - fa >= 0.5, fa + 1, fa), t)
     k = torch.minimum(torch.maximum(torch.where(stochastic, k_s, k_d), kmin), kmax)
     out = torch.where(binary, out_b, (k + 0.0) * d)  # + 0: one zero, +0, on every path
-    bad = (torch.isnan(x) | (torch.isinf(x) & torch.isinf(kmax) & ~binary)).sum()
+    bad = torch.where(binary, torch.isnan(x), ~torch.isfinite(out)).sum()  # entries without a finite level
     return out, bad
 
 

@@ -173,36 +173,84 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
     Raises:
         ValueError: unknown ``rounding``, a non-float ``x``, or NaN entries in ``x``.
     """
-    if rounding not in ROUNDINGS:
+    stochastic = _check_args(x, grid, rounding)
+    key = resolve_key(generator) if stochastic else 0
+    if x.numel() == 0:
+        return x.clone()
+    return quantize_into(x, None, grid, stochastic, key)
+
+
+def _check_args(x, grid, rounding) -> bool:
+    if rounding == "stochastic" or rounding == "nearest":
+        pass
+    else:
         raise ValueError(f"rounding={rounding!r} is not one of {ROUNDINGS}")
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a qtrain.Grid, got {type(grid).__name__}; build one with Grid.uniform/binary/ternary")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"quantize needs a floating-point tensor, got {what}")
-    stochastic = rounding == "stochastic"
-    key = resolve_key(generator) if stochastic else 0
-    if x.numel() == 0:
-        return x.clone()
+    return rounding == "stochastic"
+
+
+_KARGS: dict = {}  # id(grid) -> (grid, C kernel arguments); checked by identity, so ids never go stale
+
+
+def _kernel_args(grid: Grid) -> tuple:
+    e = _KARGS.get(id(grid))
+    if e is None or e[0] is not grid:
+        if len(_KARGS) > 4096:
+            _KARGS.clear()
+        kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
+        e = _KARGS[id(grid)] = (grid, 2 if grid.kind == "binary" else 0, _f32(grid.delta), grid.bounded, kmin, kmax,
+                                _f32(grid.scale or 1.0))
+    return e
+
+
+def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) -> torch.Tensor:
+    """:math:`Q(x)` for a non-empty floating ``x`` and a resolved ``key``, written into ``out``
+    (same shape and dtype; it may be ``x`` itself, to round in place) or, for ``out=None``, into
+    a new tensor; returns it. Contiguous float32 CPU tensors take the C kernel (in place without
+    a temporary); others the compiled (else eager) path, and ``out.copy_`` of its result. On bad
+    input (``ValueError``) an ``out`` given may be partly written."""
+    if x.dtype is _F32 and x.is_cpu and x.is_contiguous() and (out is None or out.is_contiguous()) \
+            and _kernel.get() is not None:
+        e = _kernel_args(grid)
+        if out is None:
+            out = torch.empty_like(x)
+        bad = _kernel.run(x, out, e[1] + stochastic, e[2], e[3], e[4], e[5], e[6], key)
+        if bad:
+            _raise_bad(x if out is not x else None, grid)
+        return out
     work_dtype = torch.float64 if x.dtype == torch.float64 else _F32
     xc = x.detach().to(work_dtype).contiguous()
-    if work_dtype == _F32 and xc.device.type == "cpu" and _kernel.get() is not None:
-        out = torch.empty_like(xc)
-        mode = (2 if grid.kind == "binary" else 0) + int(stochastic)
-        kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
-        bad = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
+    res = _compiled.quantize_flat(xc.view(-1), grid, stochastic, key)
+    if res is not None:
+        q, bad = res
     else:
-        res = _compiled.quantize_flat(xc.view(-1), grid, stochastic, key)
-        if res is not None:
-            out, bad = res
-        else:
-            bad = int(torch.isnan(xc).sum()) + (0 if grid.bounded else int(torch.isinf(xc).sum()))
-            out = _eager(xc, grid, stochastic, key)
-    if bad:  # the error path: say exactly what had no level
-        nan, inf = int(torch.isnan(xc).sum()), int(torch.isinf(xc).sum())
-        if nan:
-            raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
-                             "check the learning rate, the loss and the gradients (NaN has no grid level)")
-        raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
-                         "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
-    return out.to(x.dtype).view(x.shape) if out.dtype != x.dtype else out.view(x.shape)
+        q = _eager(xc, grid, stochastic, key)
+        bad = int(torch.isnan(xc).sum()) if grid.kind == "binary" else int((~torch.isfinite(q)).sum())
+    if bad:
+        _raise_bad(xc, grid)
+    q = q.view(x.shape)
+    if out is None:
+        return q.to(x.dtype) if q.dtype != x.dtype else q
+    return out.copy_(q)
+
+
+def _raise_bad(x, grid: Grid) -> None:
+    """The error path: say exactly what had no level (``x`` is None when it was overwritten)."""
+    if x is None:
+        raise ValueError(f"quantize: entries without a finite level on {grid!r} (NaN, inf on an unbounded grid, or "
+                         "|x|/Δ overflowing); check the learning rate, the loss and the gradients, or pass bits=...")
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    if nan:
+        raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
+                         "check the learning rate, the loss and the gradients (NaN has no grid level)")
+    if not inf:
+        big = float(x.abs().max())
+        raise ValueError(f"quantize: finite entries of {x.numel()} (largest |x| {big:.4g}) have no level representable "
+                         f"in {x.dtype} on {grid!r}: x/Δ or kΔ overflows; use a bounded grid (bits=...), a larger Δ, "
+                         "or a wider dtype")
+    raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
+                     "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
