@@ -208,10 +208,15 @@ def test_load_state_dict_mismatches():
     sd = make("sr", m).state_dict()
     with pytest.raises(ValueError, match="method='sr'"):
         make("bc", tiny_net()).load_state_dict(sd)
-    with pytest.raises(ValueError, match="grid mismatch"):
-        make("sr", tiny_net(), grid=Grid.binary(0.2)).load_state_dict(sd)
     with pytest.raises(ValueError, match="no 'qtrain' entry"):
         make("sr", tiny_net()).load_state_dict(torch.optim.Adam(m.parameters()).state_dict())
+    with pytest.raises(ValueError, match="bc_rounding='nearest'"):
+        make("bc", tiny_net(), bc_rounding="stochastic").load_state_dict(make("bc", tiny_net()).state_dict())
+    other = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 1))  # two conv weights, other shapes
+    with pytest.raises(ValueError, match=r"1\.weight has shape \(4, 4, 3, 3\), this optimizer's \(4, 4, 1, 1\)"):
+        make("sr", other).load_state_dict(sd)
+    with pytest.raises(ValueError, match="checkpoint quantizes 2 tensors, this optimizer 1"):
+        QuantizedOptimizer(torch.optim.Adam(m.parameters()), "sr", Grid.binary(0.1), params=[m[0].weight]).load_state_dict(sd)
 
 
 def test_failed_step_leaves_weights_on_the_grid():

@@ -213,3 +213,36 @@ def test_bad_inputs():
         quantize(torch.zeros(2), 0.5)
     with pytest.raises(TypeError, match="generator"):
         quantize(torch.zeros(2), g, "stochastic", generator="seed")
+
+
+# -- finite in, never inf or NaN out ------------------------------------------------------------
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("x, g, dtype", [
+    ([3e38, 1.0], Grid.uniform(0.25), torch.float32),  # x/Δ overflows float32 (the C kernel path)
+    ([1e308, -1.0], Grid.uniform(2**-100), torch.float64),  # x/Δ overflows float64 (the eager path)
+    ([65504.0, 3.0], Grid.uniform(1e4), torch.float16),  # level 7e4 does not fit float16
+])
+def test_finite_input_whose_level_overflows_is_refused(x, g, dtype, rounding, monkeypatch):
+    for path in ("default", "eager"):
+        if path == "eager":
+            monkeypatch.setattr(_kernel, "get", lambda: None)
+        with pytest.raises(ValueError, match=r"quantize: 1 finite entry of 2 \(largest \|x\| .*\) has no level representable"):
+            quantize(torch.tensor(x, dtype=dtype), g, rounding, generator=0)
+
+
+def test_bounded_grids_clamp_huge_inputs_to_finite_levels():
+    g = Grid.uniform(0.25, bits=8)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        y = quantize(torch.tensor([3e38, -3e38, 1.0], dtype=dtype), g, "stochastic", generator=0)
+        assert y.tolist() == [g.high, g.low, 1.0]
+
+
+def test_numpy_integer_keys():
+    np = pytest.importorskip("numpy")
+    x = torch.randn(1000)
+    g = Grid.uniform(0.1)
+    assert torch.equal(quantize(x, g, "stochastic", generator=np.int64(3)), quantize(x, g, "stochastic", generator=3))
+    assert resolve_key(np.uint32(7)) == resolve_key(7)
+    for bad in (True, np.bool_(False), 1.0):
+        with pytest.raises(TypeError, match="generator"):
+            quantize(x, g, "stochastic", generator=bad)

@@ -100,9 +100,10 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4096)
-def _grid_values(grid: Grid, stochastic: bool) -> tuple:
+def _grid_values(grid: Grid, stochastic: bool, double: bool) -> tuple:
     from .rounding import _k_range  # rounding imports this module: import late
-    lo, hi = _k_range(grid) if grid.bounded and grid.kind != "binary" else (-math.inf, math.inf)
+    lo, hi = (-math.inf, math.inf) if not grid.bounded or grid.kind == "binary" else \
+        (float(grid.kmin), float(grid.kmax)) if double else _k_range(grid)  # float64 holds every index
     return (grid.delta, lo, hi, grid.scale or 1.0, float(grid.kind == "binary"), float(stochastic))
 
 
@@ -110,7 +111,7 @@ def _grid_values(grid: Grid, stochastic: bool) -> tuple:
 def params(grid: Grid, stochastic: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``prm`` for :func:`quantize_math` (cached: no host-to-device copy per call). In float32
     the values round to float32, like every other path (``Δ``, ``s`` as float32)."""
-    return torch.tensor(_grid_values(grid, stochastic), dtype=dtype, device=device)
+    return torch.tensor(_grid_values(grid, stochastic, dtype == torch.float64), dtype=dtype, device=device)
 
 
 def quantize_flat(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> Optional[Tuple[torch.Tensor, int]]:

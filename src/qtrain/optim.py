@@ -38,11 +38,14 @@ True
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable, List, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
+                             grad_values, needs_closure, store_exact)
 from .grid import Grid
 from .rng import stream_key
 from .rounding import ROUNDINGS, quantize
@@ -50,7 +53,10 @@ from .rounding import ROUNDINGS, quantize
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
 
 METHODS = ("float", "bc", "r", "sr")
-GridSpec = Union[Grid, Callable[[torch.Tensor], Grid]]
+GridSpec = Union[Grid, Callable[[torch.Tensor], Grid], Dict[str, Grid]]
+_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
+          "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
+          "_optimizer_load_state_dict_post_hooks")
 
 
 def named_conv_weights(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
@@ -80,15 +86,23 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     Args:
         base: any ``torch.optim.Optimizer``; it owns the param groups (LR schedulers work on
             this wrapper or on ``base`` alike) and its own state (e.g. Adam's moments).
+            Optimizers whose ``step`` requires a closure (``torch.optim.LBFGS``) are accepted
+            for ``"float"`` only: they evaluate the loss at trial points off the grid.
         method: ``"float"``, ``"bc"``, ``"r"`` or ``"sr"``.
-        grid: a :class:`~qtrain.Grid`, or a callable ``param -> Grid`` evaluated once here
-            (per-layer scales such as ``lambda p: Grid.binary(p.abs().mean().item())``).
+        grid: a :class:`~qtrain.Grid`; a callable ``param -> Grid`` evaluated once here
+            (per-layer scales such as ``lambda p: Grid.binary(p.abs().mean().item())``); or a
+            dict ``{name: Grid}`` with one entry per name in ``params``.
         params: the tensors to quantize, or ``(name, tensor)`` pairs (names label the
-            diagnostics); default: every parameter of ``base``. Others train in float.
-        seed: keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
+            diagnostics and key a dict ``grid``); default: every parameter of ``base``
+            (named ``param0``, ``param1``, ...). Others train in float.
+        seed: any integer; keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
-            holds NaN or inf.
+            (dense or sparse) holds NaN or inf.
+
+    float16/bfloat16 quantized parameters: the base step, :math:`w + s_t` and the rounding run
+    in float32 (BC's latent weights are float32), and only the grid level is stored, so SR
+    stays unbiased; the grid's levels must be representable in the parameter's dtype.
     """
 
     def __init__(self, base: torch.optim.Optimizer, method: str, grid: GridSpec,
@@ -100,14 +114,13 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"method={method!r} is not one of {METHODS}")
         if bc_rounding not in ROUNDINGS:
             raise ValueError(f"bc_rounding={bc_rounding!r} is not one of {ROUNDINGS}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed={seed!r} must be an int")
-        self.base, self.method, self.seed, self.bc_rounding = base, method, seed, bc_rounding
+        if method != "float" and needs_closure(base):
+            raise ValueError(f"{type(base).__name__} needs a closure and evaluates the loss at trial points off the grid, "
+                             f"so it cannot run method={method!r}; use it with method='float', or use SGD/Adam for bc/r/sr")
+        self.base, self.method, self.seed, self.bc_rounding = base, method, as_int(seed, "seed"), bc_rounding
         self.check_finite = check_finite
         # what torch.optim.Optimizer.__init__ sets up, minus the param groups (base has them)
-        for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
-                      "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
-                      "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
+        for hooks in _HOOKS:
             setattr(self, hooks, OrderedDict())
         self._patch_step_function()
 
@@ -119,19 +132,27 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                                  "build the base optimizer over it too")
         self.names = [n for n, _ in named]
         self.qparams = [p for _, p in named]
+        if isinstance(grid, Mapping):
+            self._check_grid_names(grid)
         self.grids = [self._grid_for(grid, n, p) for n, p in named]
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
+        self._unquantized: Optional[list] = [] if method in ("r", "sr") else None  # until the first step
         if method != "float":
+            check_representable(self.names, self.qparams, self.grids)
             with torch.no_grad():
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                     if method == "bc":
-                        latent = p.detach().clone().clamp_(g.low, g.high)
+                        work = p.detach().float() if p.dtype in LOW_PRECISION else p.detach().clone()
+                        latent = work.clamp_(*g.bounds(work.dtype))
                         self.latents.append(latent)
-                        p.copy_(quantize(latent, g, bc_rounding, self._key(i)))
+                        p.copy_(self._round(i, latent, self.bc_rounding, p.dtype))
                     else:
-                        p.copy_(quantize(p, g, "nearest" if method == "r" else "stochastic", self._key(i)))
+                        self._unquantized.append(p.detach().clone())
+                        p.copy_(self._round(i, p.detach().float() if p.dtype in LOW_PRECISION else p,
+                                            "nearest" if method == "r" else "stochastic", p.dtype))
+                        self._unquantized[-1] = (self._unquantized[-1], p._version, p.data_ptr())
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     param_groups = _delegated("param_groups")
@@ -150,11 +171,26 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return (f"QuantizedOptimizer(method={self.method!r}, grid={', '.join(grids) or None}, "
                 f"quantized={len(self.qparams)} tensors, seed={self.seed},\n  base={self.base!r})")
 
+    # -- copy / pickle: the whole wrapper travels (torch's version keeps only base's three fields)
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("names", "qparams", "grids", "latents"):
+            state[key] = list(state[key])  # a shallow copy gets its own lists
+        state["_diag"] = dict(state["_diag"])
+        for key in _HOOKS:
+            state[key] = OrderedDict(state[key])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._patch_step_function()
+
     # -- the update ---------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
         """One step of ``method``; returns ``closure()``'s loss if given.
 
+        The closure (if any) runs once, before the update, at the quantized weights.
         If anything raises (a non-finite gradient, NaN after the update, ...), the quantized
         parameters and BC's latent weights are restored to their values before the step; the
         base optimizer's own state (e.g. Adam's moments) may have advanced.
@@ -169,21 +205,28 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         if self.check_finite:
             self._check_grads()
+        self._unquantized = None
         old = [p.detach().clone() for p in self.qparams]
         old_latents = [latent.clone() for latent in self.latents]
         self.step_count += 1
         try:
-            if self.method == "bc":
-                for p, latent in zip(self.qparams, self.latents):
-                    p.copy_(latent)  # the base step moves the latent weights ...
-            self.base.step()  # ... with the gradient taken at the quantized weights
             rounding = {"r": "nearest", "sr": "stochastic", "bc": self.bc_rounding}[self.method]
-            new = []
-            for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
-                src = p
+            new, moved = [], []
+            swapped = float32_work(self.qparams)
+            try:
                 if self.method == "bc":
-                    src = self.latents[i].copy_(p).clamp_(g.low, g.high)
-                new.append(quantize(src, g, rounding, self._key(i)))
+                    for p, latent in zip(self.qparams, self.latents):
+                        p.copy_(latent)  # the base step moves the latent weights ...
+                self.base.step()  # ... with the gradient taken at the quantized weights
+                for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+                    src = p
+                    if self.method == "bc":
+                        src = self.latents[i].copy_(p).clamp_(*g.bounds(self.latents[i].dtype))
+                    elif self.method == "r":
+                        moved.append(p != old[i])
+                    new.append(self._round(i, src, rounding, swapped.get(i, (p,))[0].dtype))
+            finally:
+                end_float32_work(self.qparams, swapped)
         except BaseException:
             for p, o in zip(self.qparams, old):
                 p.copy_(o)
@@ -193,7 +236,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             raise
         for i, (p, q) in enumerate(zip(self.qparams, new)):
             changed = q != old[i]
-            stalled = (~changed & (p != old[i])).float().mean() if self.method == "r" else None
+            stalled = (~changed & moved[i]).float().mean() if self.method == "r" else None
             self._diag[self.names[i]] = (changed.float().mean(), stalled)
             p.copy_(q)
         return loss
@@ -201,14 +244,20 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def _key(self, index: int) -> int:
         return stream_key(self.seed, self.step_count, index)
 
+    def _round(self, index: int, src: torch.Tensor, rounding: str, dtype: torch.dtype) -> torch.Tensor:
+        """Quantize ``src`` for parameter ``index`` and return it in ``dtype``, the parameter's
+        dtype (float16/bfloat16 parameters: refused unless the dtype holds the level exactly)."""
+        q = quantize(src, self.grids[index], rounding, self._key(index))
+        return store_exact(q, dtype, self.names[index], self.grids[index])
+
     def _check_grads(self) -> None:
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        grads = [grad_values(p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not grads or bool(torch.stack([n.float() for n in torch._foreach_norm(grads)]).isfinite().all()):
             return
         qnames = {id(p): n for n, p in zip(self.names, self.qparams)}
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
-                if p.grad is not None and not bool(p.grad.isfinite().all()):
+                if p.grad is not None and not bool(grad_values(p.grad).isfinite().all()):
                     name = qnames.get(id(p), f"param_groups[{gi}]['params'][{pi}]")
                     raise FloatingPointError(
                         f"non-finite gradient (NaN/inf) in {name} before step {self.step_count + 1}; nothing was "
@@ -223,38 +272,76 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """``base.state_dict()`` plus a ``"qtrain"`` entry: method, seed, step, grids, latents."""
+        """``base.state_dict()`` plus a ``"qtrain"`` entry of plain values and tensors (loadable
+        with ``torch.load(weights_only=True)``): method, seed, step, names, shapes, grids, latents."""
         sd = self.base.state_dict()
-        sd["qtrain"] = {"version": 1, "method": self.method, "seed": self.seed, "step": self.step_count,
+        sd["qtrain"] = {"version": 2, "method": self.method, "seed": self.seed, "step": self.step_count,
                         "bc_rounding": self.bc_rounding, "names": list(self.names),
+                        "shapes": [list(p.shape) for p in self.qparams],
                         "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents)}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a :meth:`state_dict`: the base optimizer's state and the checkpoint's grids,
+        seed, step and BC latent weights (whatever grid and seed this optimizer was built with:
+        the checkpoint is the run), so training continues bit-identically. Refuses (one line,
+        nothing changed) a checkpoint of another method (BC: another ``bc_rounding``) or of
+        another number or shape of quantized tensors. The model's weights come from the model's
+        own ``state_dict``."""
         sd = dict(state_dict)
         q = sd.pop("qtrain", None)
         if q is None:
             raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
-        for key, mine in (("method", self.method), ("bc_rounding", self.bc_rounding)):
-            if q.get(key) != mine:
-                raise ValueError(f"checkpoint was saved with {key}={q.get(key)!r} but this optimizer has {mine!r}")
-        if len(q["names"]) != len(self.qparams):
-            raise ValueError(f"checkpoint quantizes {len(q['names'])} tensors, this optimizer {len(self.qparams)}; "
+        if q.get("method") != self.method:
+            raise ValueError(f"checkpoint was saved with method={q.get('method')!r} but this optimizer has {self.method!r}")
+        if self.method == "bc" and q.get("bc_rounding") != self.bc_rounding:
+            raise ValueError(f"checkpoint was saved with bc_rounding={q.get('bc_rounding')!r} but this optimizer has "
+                             f"{self.bc_rounding!r}")
+        if len(q["grids"]) != len(self.qparams):
+            raise ValueError(f"checkpoint quantizes {len(q['grids'])} tensors, this optimizer {len(self.qparams)}; "
                              "build the optimizer over the same model and params")
-        grids = [Grid.from_dict(g) for g in q["grids"]]
-        for name, g_saved, g_now in zip(self.names, grids, self.grids):
-            if g_saved != g_now:
-                raise ValueError(f"grid mismatch for {name}: checkpoint {g_saved!r}, optimizer {g_now!r}")
+        shapes = q.get("shapes") or [list(lat.shape) for lat in q["latents"]] or [list(p.shape) for p in self.qparams]
+        for name, shape, p in zip(self.names, shapes, self.qparams):
+            if tuple(shape) != tuple(p.shape):
+                raise ValueError(f"checkpoint's tensor for {name} has shape {tuple(shape)}, this optimizer's "
+                                 f"{tuple(p.shape)}; build the optimizer over the same model and params")
         if len(q["latents"]) != len(self.latents):
             raise ValueError(f"checkpoint holds {len(q['latents'])} latent tensors, this optimizer {len(self.latents)}")
-        for name, lat, p in zip(self.names, q["latents"], self.qparams):
-            if tuple(lat.shape) != tuple(p.shape):
-                raise ValueError(f"latent weights for {name} have shape {tuple(lat.shape)}, parameter {tuple(p.shape)}")
-        self.base.load_state_dict(sd)
-        self.seed, self.step_count = int(q["seed"]), int(q["step"])
+        grids = [Grid.from_dict(g) for g in q["grids"]]
+        mine = self.grids
+        self.grids = grids
+        try:
+            if self.method != "float":
+                check_representable(self.names, self.qparams, self.grids)
+            swapped = float32_work(self.qparams)  # base state of float16/bfloat16 params stays float32
+            try:
+                self.base.load_state_dict(sd)
+            finally:
+                end_float32_work(self.qparams, swapped)
+        except BaseException:
+            self.grids = mine
+            raise
+        self.seed, self.step_count = as_int(q["seed"], "seed"), as_int(q["step"], "step")
         with torch.no_grad():
-            for mine, saved in zip(self.latents, q["latents"]):
-                mine.copy_(saved)
+            for latent, saved in zip(self.latents, q["latents"]):
+                latent.copy_(saved)
+            self._requantize_after_load()
+
+    def _requantize_after_load(self) -> None:
+        """Put the weights on the restored grids. BC: :math:`w_b = Q(w_r)` with the checkpoint's
+        key, exactly the forward weights it was saved with. R/SR: weights not touched since this
+        optimizer quantized them onto its own grids (the model's state was loaded before it was
+        built) go back to their values before that, on the restored grids (:math:`Q_d`)."""
+        for i, p in enumerate(self.qparams):
+            if self.method == "bc":
+                src, rounding = self.latents[i], self.bc_rounding
+            elif self._unquantized is not None and self._unquantized[i][1:] == (p._version, p.data_ptr()):
+                pre = self._unquantized[i][0]
+                src, rounding = pre.float() if pre.dtype in LOW_PRECISION else pre, "nearest"
+            else:
+                continue
+            p.copy_(self._round(i, src, rounding, p.dtype))
+        self._unquantized = None
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -271,10 +358,21 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 out.append((name, p))
         return out
 
+    def _check_grid_names(self, grid: Mapping) -> None:
+        missing = [n for n in self.names if n not in grid]
+        extra = [k for k in grid if k not in set(self.names)]
+        if missing or extra:
+            what = f"no entry for {missing}" if missing else f"entries for names not in params: {extra}"
+            raise ValueError(f"grid dict has {what}; give one Grid per name in params (names: {self.names[:8]}"
+                             f"{' ...' if len(self.names) > 8 else ''})")
+
     @staticmethod
     def _grid_for(grid: GridSpec, name: str, p: torch.Tensor) -> Grid:
-        g = grid(p) if callable(grid) and not isinstance(grid, Grid) else grid
+        if isinstance(grid, Mapping):
+            g = grid[name]
+        else:
+            g = grid(p) if callable(grid) and not isinstance(grid, Grid) else grid
         if not isinstance(g, Grid):
-            raise TypeError(f"grid for {name!r} is {type(g).__name__}; expected a qtrain.Grid (or a callable returning one)")
+            raise TypeError(f"grid for {name!r} is {type(g).__name__}; expected a qtrain.Grid "
+                            "(or a callable returning one, or a dict of them)")
         return g
-

@@ -53,14 +53,14 @@ def stream_key(seed: int, step: int, index: int) -> int:
 def resolve_key(generator: Union[None, int, torch.Generator]) -> int:
     """Turn the ``generator`` argument of :func:`qtrain.quantize` into a 64-bit key.
 
-    ``int``: used as the key (hashed). ``torch.Generator``: one draw from it (so it advances,
+    ``int`` (any integer type, e.g. ``numpy.int64``): used as the key (hashed). ``torch.Generator``: one draw from it (so it advances,
     like any torch sampling call). ``None``: one draw from torch's global generator, so
     ``torch.manual_seed`` controls it.
     """
-    if isinstance(generator, bool):
+    if type(generator).__name__ in ("bool", "bool_"):
         raise TypeError("generator must be None, an int key or a torch.Generator, not a bool")
-    if isinstance(generator, int):
-        return splitmix64(generator & M64)
+    if hasattr(generator, "__index__") and not isinstance(generator, torch.Tensor):  # int, numpy.int64, ...
+        return splitmix64(generator.__index__() & M64)
     if generator is None or isinstance(generator, torch.Generator):
         draw = torch.randint(0, 2**62, (1,), generator=generator, device="cpu")
         return splitmix64(int(draw))

@@ -99,7 +99,8 @@ def q_d_reference(w: float, grid: Grid, double: bool = False) -> float:
     t = _f32(w / d)
     k = math.copysign(math.floor(abs(t) + 0.5), t)
     if grid.bounded:
-        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+        lo, hi = (grid.kmin, grid.kmax) if double else _k_range(grid)
+        k = min(max(k, lo), hi)
     return _f32((k + 0.0) * d)
 
 
@@ -124,7 +125,8 @@ def q_s_reference(w: float, grid: Grid, u: float, double: bool = False) -> float
     else:
         k = f + 1 if u < p else f
     if grid.bounded:
-        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+        lo, hi = (grid.kmin, grid.kmax) if double else _k_range(grid)
+        k = min(max(k, lo), hi)
     return _f32((k + 0.0) * d)
 
 
@@ -151,8 +153,8 @@ def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Ten
         a = t.abs()
         f = torch.floor(a)
         k = torch.copysign(torch.where(a - f >= 0.5, f + 1, f), t)
-    if grid.bounded:
-        k = k.clamp(*_k_range(grid))
+    if grid.bounded:  # float64 holds every index exactly; float32 rounds the range inward
+        k = k.clamp(*((grid.kmin, grid.kmax) if dt == torch.float64 else _k_range(grid)))
     return (k + 0.0) * d  # + 0: one zero, +0, on every path
 
 
@@ -171,7 +173,9 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
         A new tensor of ``x``'s shape, dtype and device holding grid levels.
 
     Raises:
-        ValueError: unknown ``rounding``, a non-float ``x``, or NaN entries in ``x``.
+        ValueError: unknown ``rounding``, a non-float ``x``, NaN entries in ``x``, or finite
+            entries whose level overflows (:math:`x/\\Delta` or :math:`k\\Delta` beyond the
+            dtype's range): no finite input ever becomes inf or NaN.
     """
     stochastic = _check_args(x, grid, rounding)
     key = resolve_key(generator) if stochastic else 0
@@ -220,7 +224,7 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
             out = torch.empty_like(x)
         bad = _kernel.run(x, out, e[1] + stochastic, e[2], e[3], e[4], e[5], e[6], key)
         if bad:
-            _raise_bad(x if out is not x else None, grid)
+            _raise_bad(x if out is not x else None, out, grid)
         return out
     work_dtype = torch.float64 if x.dtype == torch.float64 else _F32
     xc = x.detach().to(work_dtype).contiguous()
@@ -231,15 +235,16 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
         q = _eager(xc, grid, stochastic, key)
         bad = int(torch.isnan(xc).sum()) if grid.kind == "binary" else int((~torch.isfinite(q)).sum())
     if bad:
-        _raise_bad(xc, grid)
+        _raise_bad(xc, q, grid)
     q = q.view(x.shape)
-    if out is None:
-        return q.to(x.dtype) if q.dtype != x.dtype else q
-    return out.copy_(q)
+    if q.dtype != x.dtype:  # float16/bfloat16: the level must also fit the narrow dtype
+        q = q.to(x.dtype)
+        _check_finite_out(x, q, grid, x.dtype)
+    return q if out is None else out.copy_(q)
 
 
-def _raise_bad(x, grid: Grid) -> None:
-    """The error path: say exactly what had no level (``x`` is None when it was overwritten)."""
+def _raise_bad(x, out, grid: Grid) -> None:
+    """The error path: say exactly what had no finite level (``x`` is None when it was overwritten)."""
     if x is None:
         raise ValueError(f"quantize: entries without a finite level on {grid!r} (NaN, inf on an unbounded grid, or "
                          "|x|/Δ overflowing); check the learning rate, the loss and the gradients, or pass bits=...")
@@ -247,10 +252,22 @@ def _raise_bad(x, grid: Grid) -> None:
     if nan:
         raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
                          "check the learning rate, the loss and the gradients (NaN has no grid level)")
-    if not inf:
-        big = float(x.abs().max())
-        raise ValueError(f"quantize: finite entries of {x.numel()} (largest |x| {big:.4g}) have no level representable "
-                         f"in {x.dtype} on {grid!r}: x/Δ or kΔ overflows; use a bounded grid (bits=...), a larger Δ, "
-                         "or a wider dtype")
-    raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
-                     "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
+    if inf and not grid.bounded:
+        raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
+                         "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
+    _check_finite_out(x, out, grid, x.dtype)
+
+
+def _check_finite_out(x: torch.Tensor, out: torch.Tensor, grid: Grid, dtype: torch.dtype) -> None:
+    """Raise when finite inputs produced non-finite levels (bounded grids' levels are finite in
+    float32 by construction; unbounded grids or a narrow output dtype can overflow)."""
+    if math.isfinite(float(out.sum(dtype=torch.float64 if out.dtype == torch.float64 else _F32))):
+        return  # a finite sum means every entry is finite (inf and NaN propagate): one cheap pass
+    over = ~torch.isfinite(out.reshape(-1)) & torch.isfinite(x.reshape(-1))
+    n = int(over.sum())
+    if not n:
+        return
+    big = float(x.reshape(-1)[over].abs().max())
+    raise ValueError(f"quantize: {n} finite entr{'y' if n == 1 else 'ies'} of {x.numel()} (largest |x| {big:.4g}) "
+                     f"{'has' if n == 1 else 'have'} no level representable in {dtype} on {grid!r}: x/Δ or kΔ "
+                     "overflows; use a bounded grid (bits=...), a larger Δ, or a wider dtype")

@@ -1,0 +1,107 @@
+r"""Small pieces of :class:`qtrain.QuantizedOptimizer` that do not need its state: integer
+arguments, closure-only optimizers, sparse gradients and float16/bfloat16 parameters.
+
+float16/bfloat16 quantized parameters train in float32: for the base step each such parameter
+holds a float32 copy of its data (and gradient), so :math:`w + s_t` is not rounded to the low
+precision before :math:`Q_d`/:math:`Q_s` sees it (rounding first would bias SR: at
+:math:`w = 0.5`, :math:`\Delta = 1/16`, bfloat16 cannot hold :math:`w + 10^{-3}`); only the
+grid level, which the dtype must hold exactly, is stored back into the original storage.
+
+>>> import torch
+>>> w = torch.nn.Parameter(torch.full((2,), 0.5, dtype=torch.bfloat16))
+>>> swapped = float32_work([w]); w.dtype
+torch.float32
+>>> end_float32_work([w], swapped); w.dtype
+torch.bfloat16
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from typing import List, Sequence
+
+import torch
+
+from .grid import Grid
+
+__all__ = ["LOW_PRECISION", "as_int", "needs_closure", "grad_values", "float32_work", "end_float32_work",
+           "check_representable", "store_exact"]
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FIX = "use a power-of-two Δ with fewer bits, or keep the parameter float32 and train under autocast"
+
+
+def as_int(value, what: str) -> int:
+    """``value`` as a Python int: any integer type (``int``, ``numpy.int64``, ...), never a bool."""
+    if type(value).__name__ in ("bool", "bool_"):
+        raise ValueError(f"{what}={value!r} is a bool; pass an integer such as {what}=0")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what}={value!r} must be an integer (int or numpy integer), e.g. {what}=0") from None
+
+
+def needs_closure(base: torch.optim.Optimizer) -> bool:
+    """True when ``base.step`` has a required ``closure`` argument (``torch.optim.LBFGS``)."""
+    try:
+        closure = inspect.signature(type(base).step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
+def grad_values(grad: torch.Tensor) -> torch.Tensor:
+    """The stored entries of a gradient: itself when dense, the values of a sparse one."""
+    if grad.layout == torch.strided:
+        return grad
+    return grad._values() if grad.layout == torch.sparse_coo else grad.values()
+
+
+def float32_work(params: Sequence[torch.Tensor]) -> dict:
+    """Give each float16/bfloat16 tensor of ``params`` a float32 copy of its data and gradient;
+    returns ``{index: (data, grad)}`` for :func:`end_float32_work`."""
+    swapped = {}
+    for i, p in enumerate(params):
+        if p.dtype in LOW_PRECISION:
+            data, grad = p.data, p.grad
+            p.grad = None
+            p.data = data.float()
+            if grad is not None:
+                p.grad = grad.float()
+            swapped[i] = (data, grad)
+    return swapped
+
+
+def end_float32_work(params: Sequence[torch.Tensor], swapped: dict) -> None:
+    """Put back the original low-precision storage and gradients of the swapped tensors."""
+    for i, (data, grad) in swapped.items():
+        p = params[i]
+        p.grad = None
+        p.data = data
+        p.grad = grad
+
+
+def check_representable(names: List[str], params: Sequence[torch.Tensor], grids: List[Grid]) -> None:
+    """Refuse float16/bfloat16 parameters whose (bounded) grid has a level the dtype cannot hold
+    exactly; unbounded grids need Δ representable (each stored level is checked by :func:`store_exact`)."""
+    for name, p, g in zip(names, params, grids):
+        if p.dtype not in LOW_PRECISION:
+            continue
+        bad = g.bounded and g.kmax - g.kmin + 1 > 1 << 16
+        if not bad:
+            lv = torch.tensor(g.levels() if g.bounded else [g.delta], dtype=torch.float32)
+            bad = not torch.equal(lv.to(p.dtype).float(), lv)
+        if bad:
+            raise ValueError(f"parameter {name!r} is {p.dtype} but {g!r} has levels {p.dtype} cannot hold exactly; {_FIX}")
+
+
+def store_exact(q: torch.Tensor, dtype: torch.dtype, name: str, grid: Grid) -> torch.Tensor:
+    """``q`` (grid levels) in ``dtype``; raises when ``dtype`` cannot hold a level exactly."""
+    if q.dtype == dtype:
+        return q
+    stored = q.to(dtype)
+    bad = int((stored.to(q.dtype) != q).sum())
+    if bad:
+        raise ValueError(f"{bad} quantized entr{'y' if bad == 1 else 'ies'} of {name} on {grid!r} cannot be "
+                         f"stored exactly in {dtype}; {_FIX}")
+    return stored
