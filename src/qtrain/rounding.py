@@ -217,11 +217,13 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
     a new tensor; returns it. Contiguous float32 CPU tensors take the C kernel (in place without
     a temporary); others the compiled (else eager) path, and ``out.copy_`` of its result. On bad
     input (``ValueError``) an ``out`` given may be partly written."""
-    if x.dtype is _F32 and x.is_cpu and x.is_contiguous() and (out is None or out.is_contiguous()) \
-            and _kernel.get() is not None:
+    if x.dtype is _F32 and x.is_cpu and x.is_contiguous() and _kernel.get() is not None and \
+            (out is None or (out.dtype is _F32 and out.is_cpu and out.is_contiguous())):
         e = _kernel_args(grid)
         if out is None:
             out = torch.empty_like(x)
+        else:
+            torch.autograd.graph.increment_version(out)  # written through its pointer: tell autograd
         bad = _kernel.run(x, out, e[1] + stochastic, e[2], e[3], e[4], e[5], e[6], key)
         if bad:
             _raise_bad(x if out is not x else None, out, grid)
