@@ -73,18 +73,21 @@ def main():
             "qtrain R (kernel)": lambda: quantize(x32, g, "nearest"),
         }, args.rounds), "x.clone()")
 
+    kernel_get = _kernel.get
+    _kernel.get = lambda: None  # section 2: quantize() as it runs without the C kernel (GPUs, float64, no compiler)
     for x in (x32, x64):
         cases = {
             "floor(x/Δ + rand_like(x))·Δ": lambda x=x: torch.floor(x / d + torch.rand_like(x)) * d,
             "x.clone()": lambda x=x: x.clone(),
-            "qtrain SR, compiled path": lambda x=x: _compiled.quantize_flat(x, g, True, key),
-            "qtrain R, compiled path": lambda x=x: _compiled.quantize_flat(x, g, False, key),
+            "quantize SR (compiled path)": lambda x=x: quantize(x, g, "stochastic", generator=1),
+            "quantize R (compiled path)": lambda x=x: quantize(x, g),
         }
         if n <= 10**7:
             cases["qtrain SR, eager fallback"] = lambda x=x: _eager(x, g, True, key)
         rounds = args.rounds if n <= 10**7 else 3
         table(f"2. non-kernel path, {x.dtype} (goal: SR <= 1.5x the one-liner)",
               side_by_side(cases, max(3, rounds // 2 + 1)), "floor(x/Δ + rand_like(x))·Δ")
+    _kernel.get = kernel_get
 
     small = torch.randn(1000)
     table("3. quantize on 1,000 float32 values (goal: <= 10 µs median)", side_by_side({
