@@ -74,6 +74,19 @@ def conv_weights(model: nn.Module) -> List[nn.Parameter]:
     return [p for _, p in named_conv_weights(model)]
 
 
+_BOUNDS: dict = {}  # (id(grid), dtype) -> (grid, low, high); entries checked by identity
+
+
+def _bounds(grid: Grid, dtype: torch.dtype) -> Tuple[float, float]:
+    """``grid.bounds(dtype)``, cached (BC clips every latent tensor at every step)."""
+    e = _BOUNDS.get((id(grid), dtype))
+    if e is None or e[0] is not grid:
+        if len(_BOUNDS) > 4096:
+            _BOUNDS.clear()
+        e = _BOUNDS[(id(grid), dtype)] = (grid, *grid.bounds(dtype))
+    return e[1], e[2]
+
+
 def _delegated(name: str) -> property:
     """An attribute read from and written to ``self.base`` (the wrapped optimizer owns it)."""
     return property(lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value),
@@ -238,7 +251,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                     src = p
                     if bc:  # w_r <- clip(w_r + s_t): one pass into the latent tensor
-                        src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
+                        src = torch.clamp(p, *_bounds(g, self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
                     quantize_into(src, p, g, stochastic, resolve_key(self._key(i)) if stochastic else 0)

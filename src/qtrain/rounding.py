@@ -197,6 +197,7 @@ def _check_args(x, grid, rounding) -> bool:
     return rounding == "stochastic"
 
 
+_bump_version = getattr(torch._C, "_increment_version", None) or torch.autograd.graph.increment_version
 _KARGS: dict = {}  # id(grid) -> (grid, C kernel arguments); checked by identity, so ids never go stale
 
 
@@ -223,7 +224,7 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
         if out is None:
             out = torch.empty_like(x)
         else:
-            torch.autograd.graph.increment_version(out)  # written through its pointer: tell autograd
+            _bump_version((out,))  # written through its pointer: tell autograd
         bad = _kernel.run(x, out, e[1] + stochastic, e[2], e[3], e[4], e[5], e[6], key)
         if bad:
             _raise_bad(x if out is not x else None, out, grid)
