@@ -1,7 +1,8 @@
 """Build and load the fast CPU rounding kernel (``csrc/quantize.c``) with the system C compiler.
 
 The kernel is optional: without a compiler (or with ``QTRAIN_NO_KERNEL=1``) qtrain uses the
-eager torch path, which computes the same bits. :func:`compile_library` (also used by
+``torch.compile``'d path (``qtrain._compiled``), else the eager torch path; all compute the same
+bits. The kernel may round in place (``out`` = ``x``). :func:`compile_library` (also used by
 :mod:`qtrain.theory._chain`) caches shared libraries under ``$QTRAIN_CACHE`` (default
 ``~/.cache/qtrain``), keyed by the source, the compiler flags and the host, and writes them
 atomically so concurrent processes never load a half-written file.
