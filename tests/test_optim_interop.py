@@ -35,9 +35,14 @@ def checkpoint(m, opt):
 
 
 # -- 1: resume restores grids, seed, step and latents --------------------------------------------
+def per_layer_uniform(p):  # after quantization the std differs a lot: another grid entirely
+    return Grid.uniform(p.std().item() / 2, bits=3)
+
+
+@pytest.mark.parametrize("grid", [per_layer, per_layer_uniform], ids=["binary-mean", "uniform-std"])
 @pytest.mark.parametrize("method", ["bc", "r", "sr"])
-def test_resume_with_a_per_layer_grid_and_another_seed_is_bit_identical(method):
-    kw = {"bc_rounding": "stochastic"} if method == "bc" else {}
+def test_resume_with_a_per_layer_grid_and_another_seed_is_bit_identical(method, grid):
+    kw = {"bc_rounding": "stochastic", "grid": grid} if method == "bc" else {"grid": grid}
     data = batches(8)
     ref = tiny_net()
     train(ref, build(ref, method, **kw), data)
@@ -49,7 +54,7 @@ def test_resume_with_a_per_layer_grid_and_another_seed_is_bit_identical(method):
     m2 = tiny_net(seed=5)
     m2.load_state_dict(ck["model"])
     opt2 = build(m2, method, seed=123, **kw)  # grid recomputed from the restored (quantized) weights
-    assert opt2.grids != opt.grids  # float32 mean of ±s is not the float64 scale it came from
+    assert opt2.grids != opt.grids  # e.g. the float32 mean of ±s is not the float64 scale it came from
     opt2.load_state_dict(ck["opt"])
     assert (opt2.grids, opt2.seed, opt2.step_count) == (opt.grids, 0, 3)
     train(m2, opt2, data[3:])

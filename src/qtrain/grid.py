@@ -27,6 +27,7 @@ in float64 for float64 tensors.
 """
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -172,10 +173,7 @@ class Grid:
         returns them for tensors of ``dtype`` (``±inf`` when unbounded). float64 tensors get
         :math:`k\Delta` in float64; every other dtype computes in float32, :math:`k \cdot
         \mathrm{fl}_{32}(\Delta)` rounded to float32."""
-        if not self.bounded:
-            return -math.inf, math.inf
-        wide = _is_float64(dtype)
-        return self._level(self.kmin, wide), self._level(self.kmax, wide)
+        return _bounds(self, _is_float64(dtype))
 
     @property
     def low(self) -> float:
@@ -230,3 +228,11 @@ class Grid:
         if self.kind == "uniform":
             return f"Grid.uniform({self.delta!r}" + (f", bits={self.bits})" if self.bits else ")")
         return f"Grid.{self.kind}({self.scale!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _bounds(grid: Grid, wide: bool) -> Tuple[float, float]:
+    """:meth:`Grid.bounds`, cached (BC clamps its latent weights to them every step)."""
+    if not grid.bounded:
+        return -math.inf, math.inf
+    return grid._level(grid.kmin, wide), grid._level(grid.kmax, wide)

@@ -74,19 +74,6 @@ def conv_weights(model: nn.Module) -> List[nn.Parameter]:
     return [p for _, p in named_conv_weights(model)]
 
 
-_BOUNDS: dict = {}  # (id(grid), dtype) -> (grid, low, high); entries checked by identity
-
-
-def _bounds(grid: Grid, dtype: torch.dtype) -> Tuple[float, float]:
-    """``grid.bounds(dtype)``, cached (BC clips every latent tensor at every step)."""
-    e = _BOUNDS.get((id(grid), dtype))
-    if e is None or e[0] is not grid:
-        if len(_BOUNDS) > 4096:
-            _BOUNDS.clear()
-        e = _BOUNDS[(id(grid), dtype)] = (grid, *grid.bounds(dtype))
-    return e[1], e[2]
-
-
 def _delegated(name: str) -> property:
     """An attribute read from and written to ``self.base`` (the wrapped optimizer owns it)."""
     return property(lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value),
@@ -165,15 +152,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         src = work.clamp_(*g.bounds(work.dtype))
                         self.latents.append(src)
                     else:
-                        self._unquantized.append(p.detach().clone())
-                        src = p.detach().float() if p.dtype in LOW_PRECISION else p
+                        pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
+                        src = pre.float() if p.dtype in LOW_PRECISION else p
                     if p.dtype in LOW_PRECISION:
                         p.copy_(self._round(i, src, rounding, p.dtype))
                     else:  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
                                       resolve_key(self._key(i)) if rounding == "stochastic" else 0)
                     if method != "bc":
-                        self._unquantized[-1] = (self._unquantized[-1], p._version, p.data_ptr())
+                        self._unquantized.append((pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     param_groups = _delegated("param_groups")
@@ -251,7 +238,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                     src = p
                     if bc:  # w_r <- clip(w_r + s_t): one pass into the latent tensor
-                        src = torch.clamp(p, *_bounds(g, self.latents[i].dtype), out=self.latents[i])
+                        src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
                     quantize_into(src, p, g, stochastic, resolve_key(self._key(i)) if stochastic else 0)
@@ -374,7 +361,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         """Put the weights on the restored grids. BC: :math:`w_b = Q(w_r)` with the checkpoint's
         key, exactly the forward weights it was saved with. R/SR: weights not touched since this
         optimizer quantized them onto its own grids (the model's state was loaded before it was
-        built) go back to their values before that, on the restored grids (:math:`Q_d`)."""
+        built) go back to their values before that, on the restored grids (:math:`Q_d`): this
+        optimizer keeps one copy of them from construction until its first step or load."""
         for i, p in enumerate(self.qparams):
             if self.method == "bc":
                 src, rounding = self.latents[i], self.bc_rounding
