@@ -16,7 +16,6 @@ BC/SR/R-ADAM <= 1.05x ADAM.
 """
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
