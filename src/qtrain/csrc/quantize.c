@@ -24,18 +24,14 @@ static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
 /* mode 0: nearest, uniform grid   mode 1: stochastic, uniform grid
  * mode 2: nearest, binary grid    mode 3: stochastic, binary grid
  * x, out point at element `start` of the logical tensor; n elements are processed. */
-static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
-                       int mode, float delta, int bounded, float kmin, float kmax, float scale,
-                       uint32_t k0, uint32_t k1h) {
-    /* out may be x itself (in-place rounding): each element is read before it is written, and
-     * there is no dependence between iterations (ivdep), so the loops vectorize either way.
-     * Counted as bad: every non-finite output (NaN in; inf in on an unbounded grid; a finite
-     * x whose x/delta or k*delta overflows) on uniform grids, NaN inputs on binary ones. */
-    int64_t bad = 0;
-    if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
+/* One block of at most 2^20 elements: 32-bit lane index and counter, so the loops vectorize
+ * without 64-bit lanes. */
+static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int mode, float delta,
+                     float kmin, float kmax, float scale, uint32_t k0, uint32_t k1h) {
+    int32_t bad = 0;
     if (mode == 0) {
 #pragma GCC ivdep
-        for (int64_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < m; i++) {
             float xi = x[i], t = xi / delta, a = fabsf(t), f = floorf(a);
             f = (a - f >= 0.5f) ? f + 1.0f : f;
             float k = copysignf(f, t);
@@ -47,12 +43,12 @@ static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
         }
     } else if (mode == 1) {
 #pragma GCC ivdep
-        for (int64_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < m; i++) {
             float xi = x[i], t = xi / delta, f = floorf(t), p = t - f;
             /* a value already on a level stays there, even when x/delta rounds off the integer */
             p = (xi == f * delta) ? 0.0f : p;
             p = (xi == (f + 1.0f) * delta) ? 1.0f : p;
-            float k = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
+            float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f;
             k = k < kmin ? kmin : k;
             k = k > kmax ? kmax : k;
             float o = (k + 0.0f) * delta;
@@ -61,7 +57,7 @@ static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
         }
     } else if (mode == 2) {
 #pragma GCC ivdep
-        for (int64_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < m; i++) {
             float xi = x[i];
             out[i] = (xi >= 0.0f) ? scale : -scale;
             bad += (xi != xi);
@@ -69,13 +65,29 @@ static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
     } else {
         float two_s = 2.0f * scale;
 #pragma GCC ivdep
-        for (int64_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < m; i++) {
             float xi = x[i];
             float c = xi < -scale ? -scale : (xi > scale ? scale : xi);
             float p = (c + scale) / two_s;
-            out[i] = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? scale : -scale;
+            out[i] = (unif(lo0 + i, k0, k1h) < p) ? scale : -scale;
             bad += (xi != xi);
         }
+    }
+    return bad;
+}
+
+static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
+                       int mode, float delta, int bounded, float kmin, float kmax, float scale,
+                       uint32_t k0, uint32_t k1h) {
+    /* out may be x itself (in-place rounding): each element is read before it is written, and
+     * there is no dependence between iterations (ivdep), so the loops vectorize either way.
+     * Counted as bad: every non-finite output (NaN in; inf in on an unbounded grid; a finite
+     * x whose x/delta or k*delta overflows) on uniform grids, NaN inputs on binary ones. */
+    int64_t bad = 0;
+    if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
+    for (int64_t b = 0; b < n; b += (int64_t)1 << 20) {
+        uint32_t m = (uint32_t)(n - b < ((int64_t)1 << 20) ? n - b : ((int64_t)1 << 20));
+        bad += block(x + b, out + b, m, lo0 + (uint32_t)b, mode, delta, kmin, kmax, scale, k0, k1h);
     }
     return bad;
 }
