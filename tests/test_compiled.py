@@ -123,3 +123,10 @@ def test_every_path_refuses_overflow_nan_and_inf_alike(path, monkeypatch):
     x = torch.tensor([0.3, 7.0, -2.2])  # in place: out is x
     from qtrain.rounding import quantize_into
     assert quantize_into(x, x, Grid.uniform(0.5), False, 0) is x and x.tolist() == [0.5, 7.0, -2.0]
+
+
+def test_step_keys_equal_the_resolved_stream_keys():
+    from qtrain.rng import step_keys, stream_key
+
+    for seed, step in [(0, 1), (2**70 + 3, 12345), (-5, 2**40)]:
+        assert step_keys(seed, step, 70) == [resolve_key(stream_key(seed, step, i)) for i in range(70)]

@@ -47,7 +47,7 @@ from torch import nn
 from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
                              grad_values, needs_closure, store_exact)
 from .grid import Grid
-from .rng import resolve_key, stream_key
+from .rng import resolve_key, step_keys, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
 
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
@@ -227,6 +227,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         stochastic = self.method == "sr" or (bc and self.bc_rounding == "stochastic")
         self.step_count += 1
         moved = []
+        keys = step_keys(self.seed, self.step_count, len(self.qparams)) if stochastic else None
         try:
             swapped = float32_work(self.qparams)
             work = {}
@@ -241,7 +242,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
-                    quantize_into(src, p, g, stochastic, resolve_key(self._key(i)) if stochastic else 0)
+                    quantize_into(src, p, g, stochastic, keys[i] if stochastic else 0)
                 work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)
