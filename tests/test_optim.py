@@ -71,7 +71,7 @@ def test_float_is_bit_for_bit_the_base_optimizer(base):
 def test_r_small_updates_never_move():
     w = nn.Parameter(quantize(torch.randn(10_000), Grid.uniform(0.5)))
     w0 = w.detach().clone()
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "r", Grid.uniform(0.5))
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "r", Grid.uniform(0.5), diagnostics=True)
     for _ in range(20):
         w.grad = torch.empty_like(w).uniform_(-2.4, 2.4)  # lr*|g| <= 0.24 < Δ/2
         opt.step()
@@ -83,7 +83,7 @@ def test_r_small_updates_never_move():
 def test_sr_mean_move_equals_sgd_step():
     n, lr, g, delta = 200_000, 0.1, 0.7, 0.25
     w = nn.Parameter(torch.zeros(n))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=3)
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=3, diagnostics=True)
     w.grad = torch.full_like(w, g)
     opt.step()
     p = lr * g / delta  # moves one level down with probability p
@@ -168,7 +168,7 @@ def test_per_layer_grid_callable_and_diagnostics():
     m = tiny_net()
     scales = {id(p): p.detach().abs().mean().item() for p in conv_weights(m)}
     opt = QuantizedOptimizer(torch.optim.Adam(m.parameters(), lr=0.01), "bc",
-                             lambda p: Grid.binary(scales[id(p)]), params=named_conv_weights(m))
+                             lambda p: Grid.binary(scales[id(p)]), params=named_conv_weights(m), diagnostics=True)
     assert opt.grids[0].scale != opt.grids[1].scale
     train(m, opt, batches(2))
     d = opt.diagnostics()
@@ -221,7 +221,7 @@ def test_load_state_dict_mismatches():
 
 def test_failed_step_leaves_weights_on_the_grid():
     m = tiny_net()
-    opt = make("bc", m, check_finite=False)
+    opt = make("bc", m, check_finite=False, diagnostics=True)  # keeps the weights before each step
     before = [p.detach().clone() for p in conv_weights(m)]
     latents = [t.clone() for t in opt.latents]
     x, y = batches(1)[0]
@@ -231,6 +231,28 @@ def test_failed_step_leaves_weights_on_the_grid():
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(before, conv_weights(m)))
     assert all(torch.equal(a, b) for a, b in zip(latents, opt.latents)) and opt.step_count == 0
+
+
+@pytest.mark.parametrize("method", ["bc", "sr", "r"])
+def test_lean_step_copies_nothing_and_matches_the_tracked_step(method):
+    # same seed, same data: the lean step (no copies) and the diagnostics step give the same bits
+    runs = []
+    for track in (False, True):
+        m = tiny_net()
+        opt = make(method, m, diagnostics=track)
+        train(m, opt, batches(3))
+        runs.append([p.detach().clone() for p in conv_weights(m)] + [t.clone() for t in opt.latents])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    with pytest.raises(ValueError, match=r"diagnostics=True"):
+        make(method, tiny_net()).diagnostics()
+    m = tiny_net()
+    opt = make(method, m, check_finite=False)
+    x, y = batches(1)[0]
+    nn.functional.cross_entropy(m(x), y).backward()
+    m[3].weight.grad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):  # refused; without diagnostics nothing is restored
+        opt.step()
+    assert opt.step_count == 0
 
 
 def test_float_refuses_nan_gradients_too():

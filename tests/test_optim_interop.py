@@ -181,7 +181,7 @@ def test_low_precision_sr_is_unbiased_and_on_the_grid(dtype):
     first would lose every upward move."""
     n, lr, delta = 200_000, 1e-3, 1 / 16
     w = nn.Parameter(torch.full((n,), 0.5, dtype=dtype))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=2)
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=2, diagnostics=True)
     w.grad = torch.cat([torch.ones(n // 2), -torch.ones(n // 2)]).to(dtype)
     opt.step()
     assert w.dtype == dtype and w.grad.dtype == dtype

@@ -1,7 +1,8 @@
 """Build and load the fast CPU rounding kernel (``csrc/quantize.c``) with the system C compiler.
 
 The kernel is optional: without a compiler (or with ``QTRAIN_NO_KERNEL=1``) qtrain uses the
-eager torch path, which computes the same bits. :func:`compile_library` (also used by
+``torch.compile``'d path (``qtrain._compiled``), else the eager torch path; all compute the same
+bits. The kernel may round in place (``out`` = ``x``). :func:`compile_library` (also used by
 :mod:`qtrain.theory._chain`) caches shared libraries under ``$QTRAIN_CACHE`` (default
 ``~/.cache/qtrain``), keyed by the source, the compiler flags and the host, and writes them
 atomically so concurrent processes never load a half-written file.
@@ -26,7 +27,7 @@ from typing import List, Optional
 import torch
 
 _SRC = Path(__file__).with_name("csrc") / "quantize.c"
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas", "-fPIC", "-shared"]
 _pool: Optional[ThreadPoolExecutor] = None
 _MIN_PER_THREAD = 1 << 16
 
@@ -89,24 +90,32 @@ def get() -> Optional[ctypes.CDLL]:
     return _build()
 
 
+_fn = None  # the bound C function, once built
+
+
 def run(x: torch.Tensor, out: torch.Tensor, mode: int, delta: float, bounded: bool, kmin: float,
         kmax: float, scale: float, key: int) -> int:
-    """Quantize contiguous float32 CPU ``x`` into ``out``; returns the count of NaN inputs."""
-    global _pool
-    lib = get()
-    assert lib is not None
+    """Quantize contiguous float32 CPU ``x`` into contiguous ``out`` (which may be ``x`` itself:
+    in place); returns the count of entries without a finite level (see ``csrc/quantize.c``)."""
+    global _pool, _fn
+    if _fn is None:
+        lib = get()
+        assert lib is not None
+        _fn = lib.qtrain_quantize_f32
     n = x.numel()
     k0, k1 = key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
+    if n < 2 * _MIN_PER_THREAD:  # small tensors: one direct call, no thread pool (fixed cost ~2 µs)
+        return _fn(x.data_ptr(), out.data_ptr(), n, 0, mode, delta, bounded, kmin, kmax, scale, k0, k1)
     xp, op = x.data_ptr(), out.data_ptr()
     args = (mode, delta, int(bounded), kmin, kmax, scale, k0, k1)
     nthreads = max(1, min(torch.get_num_threads(), n // _MIN_PER_THREAD))
     if nthreads == 1:
-        return int(lib.qtrain_quantize_f32(xp, op, n, 0, *args))
+        return int(_fn(xp, op, n, 0, *args))
     if _pool is None or _pool._max_workers < nthreads:  # noqa: SLF001
         if _pool is not None:
             _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="qtrain-kernel")
     bounds = [n * j // nthreads for j in range(nthreads + 1)]
-    futures = [_pool.submit(lib.qtrain_quantize_f32, xp + 4 * a, op + 4 * a, b - a, a, *args)
+    futures = [_pool.submit(_fn, xp + 4 * a, op + 4 * a, b - a, a, *args)
                for a, b in zip(bounds[:-1], bounds[1:])]
     return sum(int(f.result()) for f in futures)

@@ -47,8 +47,8 @@ from torch import nn
 from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
                              grad_values, needs_closure, store_exact)
 from .grid import Grid
-from .rng import stream_key
-from .rounding import ROUNDINGS, quantize
+from .rng import resolve_key, step_keys, stream_key
+from .rounding import ROUNDINGS, quantize, quantize_into
 
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
 
@@ -98,7 +98,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         seed: any integer; keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
-            (dense or sparse) holds NaN or inf.
+            (dense or sparse) holds NaN or inf (one batched norm over all gradients).
+        diagnostics: keep the quantized weights of the step before (one copy of them, and of
+            BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
+            raises after the base step. Off by default: the step then copies nothing.
 
     float16/bfloat16 quantized parameters: the base step, :math:`w + s_t` and the rounding run
     in float32 (BC's latent weights are float32), and only the grid level is stored, so SR
@@ -107,7 +110,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, base: torch.optim.Optimizer, method: str, grid: GridSpec,
                  params: Optional[Iterable] = None, seed: int = 0, bc_rounding: str = "nearest",
-                 check_finite: bool = True):
+                 check_finite: bool = True, diagnostics: bool = False):
         if not isinstance(base, torch.optim.Optimizer) or isinstance(base, QuantizedOptimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer such as torch.optim.Adam(...), got {type(base).__name__}")
         if method not in METHODS:
@@ -118,7 +121,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"{type(base).__name__} needs a closure and evaluates the loss at trial points off the grid, "
                              f"so it cannot run method={method!r}; use it with method='float', or use SGD/Adam for bc/r/sr")
         self.base, self.method, self.seed, self.bc_rounding = base, method, as_int(seed, "seed"), bc_rounding
-        self.check_finite = check_finite
+        self.check_finite, self.track_diagnostics = check_finite, bool(diagnostics)
         # what torch.optim.Optimizer.__init__ sets up, minus the param groups (base has them)
         for hooks in _HOOKS:
             setattr(self, hooks, OrderedDict())
@@ -143,15 +146,20 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             check_representable(self.names, self.qparams, self.grids)
             with torch.no_grad():
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+                    rounding = self.bc_rounding if method == "bc" else "nearest" if method == "r" else "stochastic"
                     if method == "bc":
                         work = p.detach().float() if p.dtype in LOW_PRECISION else p.detach().clone()
-                        latent = work.clamp_(*g.bounds(work.dtype))
-                        self.latents.append(latent)
-                        p.copy_(self._round(i, latent, self.bc_rounding, p.dtype))
+                        src = work.clamp_(*g.bounds(work.dtype))
+                        self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
-                        p.copy_(self._round(i, pre.float() if p.dtype in LOW_PRECISION else pre,
-                                            "nearest" if method == "r" else "stochastic", p.dtype))
+                        src = pre.float() if p.dtype in LOW_PRECISION else p
+                    if p.dtype in LOW_PRECISION:
+                        p.copy_(self._round(i, src, rounding, p.dtype))
+                    else:  # in place, no temporary on the C-kernel path
+                        quantize_into(src, p, g, rounding == "stochastic",
+                                      resolve_key(self._key(i)) if rounding == "stochastic" else 0)
+                    if method != "bc":
                         self._unquantized.append((pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
@@ -190,10 +198,17 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def step(self, closure: Optional[Callable[[], float]] = None):
         """One step of ``method``; returns ``closure()``'s loss if given.
 
-        The closure (if any) runs once, before the update, at the quantized weights.
-        If anything raises (a non-finite gradient, NaN after the update, ...), the quantized
-        parameters and BC's latent weights are restored to their values before the step; the
-        base optimizer's own state (e.g. Adam's moments) may have advanced.
+        The closure (if any) runs once, before the update, at the quantized weights. A
+        non-finite gradient raises before anything changes. The step is lean: R/SR round the
+        updated weights in place (:math:`w \leftarrow Q(w + s_t)`, no temporary on the C-kernel
+        path, one per tensor elsewhere); BC clips into its latent weights and rounds them into
+        the parameter (``p.copy_(latent)`` before the base step is its only copy).
+        With ``diagnostics=True`` the weights before the step are kept (one copy of the quantized
+        tensors and of BC's latents per step): :meth:`diagnostics` reports the changes and, if
+        anything raises after the base step (NaN or overflow in the update, a level a float16
+        parameter cannot hold), the quantized parameters and latents are restored. Without it,
+        such a step raises and leaves them partly updated (reload a checkpoint). The base
+        optimizer's own state (e.g. Adam's moments) may have advanced either way.
         """
         if self.method == "float":
             if self.check_finite and closure is None:
@@ -206,39 +221,46 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         if self.check_finite:
             self._check_grads()
         self._unquantized = None
-        old = [p.detach().clone() for p in self.qparams]
-        old_latents = [latent.clone() for latent in self.latents]
+        track, bc = self.track_diagnostics, self.method == "bc"
+        old = [p.detach().clone() for p in self.qparams] if track else None
+        old_latents = [latent.clone() for latent in self.latents] if track else None
+        stochastic = self.method == "sr" or (bc and self.bc_rounding == "stochastic")
         self.step_count += 1
+        moved = []
+        keys = step_keys(self.seed, self.step_count, len(self.qparams)) if stochastic else None
         try:
-            rounding = {"r": "nearest", "sr": "stochastic", "bc": self.bc_rounding}[self.method]
-            new, moved = [], []
             swapped = float32_work(self.qparams)
+            work = {}
             try:
-                if self.method == "bc":
+                if bc:
                     for p, latent in zip(self.qparams, self.latents):
                         p.copy_(latent)  # the base step moves the latent weights ...
                 self.base.step()  # ... with the gradient taken at the quantized weights
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                     src = p
-                    if self.method == "bc":
-                        src = self.latents[i].copy_(p).clamp_(*g.bounds(self.latents[i].dtype))
-                    elif self.method == "r":
+                    if bc:  # w_r <- clip(w_r + s_t): one pass into the latent tensor
+                        src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
+                    elif track and self.method == "r":
                         moved.append(p != old[i])
-                    new.append(self._round(i, src, rounding, swapped.get(i, (p,))[0].dtype))
+                    quantize_into(src, p, g, stochastic, keys[i] if stochastic else 0)
+                work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)
+            for i, q in work.items():
+                self.qparams[i].copy_(store_exact(q, self.qparams[i].dtype, self.names[i], self.grids[i]))
         except BaseException:
-            for p, o in zip(self.qparams, old):
-                p.copy_(o)
-            for latent, o in zip(self.latents, old_latents):
-                latent.copy_(o)
+            if track:
+                for p, o in zip(self.qparams, old):
+                    p.copy_(o)
+                for latent, o in zip(self.latents, old_latents):
+                    latent.copy_(o)
             self.step_count -= 1
             raise
-        for i, (p, q) in enumerate(zip(self.qparams, new)):
-            changed = q != old[i]
-            stalled = (~changed & moved[i]).float().mean() if self.method == "r" else None
-            self._diag[self.names[i]] = (changed.float().mean(), stalled)
-            p.copy_(q)
+        if track:
+            for i, p in enumerate(self.qparams):
+                changed = p != old[i]
+                stalled = (~changed & moved[i]).float().mean() if self.method == "r" else None
+                self._diag[self.names[i]] = (changed.float().mean(), stalled)
         return loss
 
     def _key(self, index: int) -> int:
@@ -252,7 +274,12 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def _check_grads(self) -> None:
         grads = [grad_values(p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or bool(torch.stack([n.float() for n in torch._foreach_norm(grads)]).isfinite().all()):
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)  # one batched pass; NaN/inf propagate into the norms
+        if len({n.dtype for n in norms}) > 1:
+            norms = [n.float() for n in norms]
+        if bool(torch.stack(norms).isfinite().all()):
             return
         qnames = {id(p): n for n, p in zip(self.names, self.qparams)}
         for gi, group in enumerate(self.param_groups):
@@ -266,7 +293,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def diagnostics(self) -> dict:
         """Per quantized parameter, from the last step: ``changed``, the fraction of entries whose
         quantized value moved, and ``stalled`` (R only; else ``None``), the fraction whose update
-        was non-zero but too small to leave their grid level (:math:`|s_t| < \\Delta/2`)."""
+        was non-zero but too small to leave their grid level (:math:`|s_t| < \\Delta/2`).
+        Needs ``diagnostics=True`` at construction."""
+        if not self.track_diagnostics and self.method != "float":
+            raise ValueError("diagnostics are off: build QuantizedOptimizer(..., diagnostics=True) to record them "
+                             "(it keeps one copy of the quantized weights per step)")
         return {n: {"changed": float(c), "stalled": None if s is None else float(s)}
                 for n, (c, s) in self._diag.items()}
 

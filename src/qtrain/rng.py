@@ -30,7 +30,7 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["splitmix64", "stream_key", "resolve_key", "uniform", "uniform_reference", "mix32_reference"]
+__all__ = ["splitmix64", "stream_key", "step_keys", "resolve_key", "uniform", "uniform_reference", "mix32_reference"]
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -48,6 +48,13 @@ def splitmix64(x: int) -> int:
 def stream_key(seed: int, step: int, index: int) -> int:
     """The key of parameter ``index`` at optimizer step ``step`` of a run seeded ``seed``."""
     return splitmix64(splitmix64(splitmix64(int(seed) & M64) ^ (int(step) & M64)) ^ (int(index) & M64))
+
+
+def step_keys(seed: int, step: int, n: int) -> list:
+    """``[resolve_key(stream_key(seed, step, i)) for i in range(n)]``, the per-parameter keys
+    the optimizer hands to the rounding, with the shared ``(seed, step)`` part hashed once."""
+    head = splitmix64(splitmix64(int(seed) & M64) ^ (int(step) & M64))
+    return [splitmix64(splitmix64(head ^ i)) for i in range(n)]
 
 
 def resolve_key(generator: Union[None, int, torch.Generator]) -> int:

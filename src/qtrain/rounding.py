@@ -18,11 +18,14 @@ Bounded grids clip the level index to their range (unbiased inside it). On a bin
 :math:`Q_s` picks :math:`+s` with probability :math:`(\operatorname{clip}(w, -s, s) + s) / (2s)`
 (BinaryConnect's hard-sigmoid rule).
 
-Three implementations compute the same bits (tests check it):
+Four implementations compute the same bits (tests check it):
 
-* :func:`q_d_reference`, :func:`q_s_reference` -- plain Python scalars, the formula as printed;
-* the eager torch path (any device, any float dtype), and
-* a compiled C kernel for contiguous float32 CPU tensors (``qtrain._kernel``).
+* :func:`q_d_reference`, :func:`q_s_reference` -- plain Python scalars, the formula as printed
+  (``double=True``: the float64 arithmetic of float64 tensors);
+* a C kernel for contiguous float32 CPU tensors (``qtrain._kernel``), the first choice there;
+* one ``torch.compile``'d function (``qtrain._compiled``; Inductor C++ on CPU, Triton on
+  CUDA) everywhere else: GPUs, float64, no C compiler; and
+* the eager torch path, the fallback when compilation is unavailable (or ``QTRAIN_NO_COMPILE=1``).
 
 Arithmetic is float32 (float64 for float64 inputs): :math:`t = w/\Delta` is the rounded
 quotient, and the randomness comes from :mod:`qtrain.rng` (keyed, counter-based).
@@ -45,7 +48,7 @@ from typing import Union
 
 import torch
 
-from . import _kernel
+from . import _compiled, _kernel
 from .grid import Grid
 from .rng import resolve_key, uniform
 
@@ -61,6 +64,9 @@ def _f32(v: float) -> float:
     return float(torch.tensor(v, dtype=_F32))
 
 
+_f32_round = _f32
+
+
 @functools.lru_cache(maxsize=1024)
 def _k_range(grid: Grid):
     """The grid's index range as float32 values inside it (indices beyond 2^24 are not all
@@ -74,11 +80,17 @@ def _k_range(grid: Grid):
 
 
 # -- plain scalar reference ------------------------------------------------------------------
-def q_d_reference(w: float, grid: Grid) -> float:
+def _exact(v: float) -> float:
+    return v
+
+
+def q_d_reference(w: float, grid: Grid, double: bool = False) -> float:
     r""":math:`Q_d(w)` for one value. ``w`` and ``grid.delta`` are taken as float32, the quotient
-    :math:`t = w/\Delta` is rounded to float32, the rest is exact."""
+    :math:`t = w/\Delta` is rounded to float32, the rest is exact (``double=True``: float64
+    throughout, as for float64 tensors; the index range is the same)."""
     if math.isnan(w):
         raise ValueError("Q_d of NaN")
+    _f32 = _exact if double else _f32_round
     w = _f32(w)
     if grid.kind == "binary":
         s = _f32(grid.scale)
@@ -87,14 +99,16 @@ def q_d_reference(w: float, grid: Grid) -> float:
     t = _f32(w / d)
     k = math.copysign(math.floor(abs(t) + 0.5), t)
     if grid.bounded:
-        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+        lo, hi = (grid.kmin, grid.kmax) if double else _k_range(grid)
+        k = min(max(k, lo), hi)
     return _f32((k + 0.0) * d)
 
 
-def q_s_reference(w: float, grid: Grid, u: float) -> float:
-    r""":math:`Q_s(w)` for one value, given the uniform draw ``u`` in [0, 1)."""
+def q_s_reference(w: float, grid: Grid, u: float, double: bool = False) -> float:
+    r""":math:`Q_s(w)` for one value, given the uniform draw ``u`` in [0, 1) (``double``: as above)."""
     if math.isnan(w):
         raise ValueError("Q_s of NaN")
+    _f32 = _exact if double else _f32_round
     w = _f32(w)
     if grid.kind == "binary":
         s = _f32(grid.scale)
@@ -111,7 +125,8 @@ def q_s_reference(w: float, grid: Grid, u: float) -> float:
     else:
         k = f + 1 if u < p else f
     if grid.bounded:
-        k = min(max(k, _k_range(grid)[0]), _k_range(grid)[1])
+        lo, hi = (grid.kmin, grid.kmax) if double else _k_range(grid)
+        k = min(max(k, lo), hi)
     return _f32((k + 0.0) * d)
 
 
@@ -162,40 +177,88 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
             entries whose level overflows (:math:`x/\\Delta` or :math:`k\\Delta` beyond the
             dtype's range): no finite input ever becomes inf or NaN.
     """
-    if rounding not in ROUNDINGS:
+    stochastic = _check_args(x, grid, rounding)
+    key = resolve_key(generator) if stochastic else 0
+    if x.numel() == 0:
+        return x.clone()
+    return quantize_into(x, None, grid, stochastic, key)
+
+
+def _check_args(x, grid, rounding) -> bool:
+    if rounding == "stochastic" or rounding == "nearest":
+        pass
+    else:
         raise ValueError(f"rounding={rounding!r} is not one of {ROUNDINGS}")
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a qtrain.Grid, got {type(grid).__name__}; build one with Grid.uniform/binary/ternary")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"quantize needs a floating-point tensor, got {what}")
-    stochastic = rounding == "stochastic"
-    key = resolve_key(generator) if stochastic else 0
-    if x.numel() == 0:
-        return x.clone()
+    return rounding == "stochastic"
+
+
+_bump_version = getattr(torch._C, "_increment_version", None) or torch.autograd.graph.increment_version
+_KARGS: dict = {}  # id(grid) -> (grid, C kernel arguments); checked by identity, so ids never go stale
+
+
+def _kernel_args(grid: Grid) -> tuple:
+    e = _KARGS.get(id(grid))
+    if e is None or e[0] is not grid:
+        if len(_KARGS) > 4096:
+            _KARGS.clear()
+        kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
+        e = _KARGS[id(grid)] = (grid, 2 if grid.kind == "binary" else 0, _f32(grid.delta), grid.bounded, kmin, kmax,
+                                _f32(grid.scale or 1.0))
+    return e
+
+
+def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) -> torch.Tensor:
+    """:math:`Q(x)` for a non-empty floating ``x`` and a resolved ``key``, written into ``out``
+    (same shape and dtype; it may be ``x`` itself, to round in place) or, for ``out=None``, into
+    a new tensor; returns it. Contiguous float32 CPU tensors take the C kernel (in place without
+    a temporary); others the compiled (else eager) path, and ``out.copy_`` of its result. On bad
+    input (``ValueError``) an ``out`` given may be partly written."""
+    if x.dtype is _F32 and x.is_cpu and x.is_contiguous() and _kernel.get() is not None and \
+            (out is None or (out.dtype is _F32 and out.is_cpu and out.is_contiguous())):
+        e = _kernel_args(grid)
+        if out is None:
+            out = torch.empty_like(x)
+        else:
+            _bump_version((out,))  # written through its pointer: tell autograd
+        bad = _kernel.run(x, out, e[1] + stochastic, e[2], e[3], e[4], e[5], e[6], key)
+        if bad:
+            _raise_bad(x if out is not x else None, out, grid)
+        return out
     work_dtype = torch.float64 if x.dtype == torch.float64 else _F32
     xc = x.detach().to(work_dtype).contiguous()
-    if work_dtype == _F32 and xc.device.type == "cpu" and _kernel.get() is not None:
-        out = torch.empty_like(xc)
-        mode = (2 if grid.kind == "binary" else 0) + int(stochastic)
-        kmin, kmax = _k_range(grid) if grid.bounded else (0.0, 0.0)
-        bad = _kernel.run(xc, out, mode, _f32(grid.delta), grid.bounded, kmin, kmax, _f32(grid.scale or 1.0), key)
+    res = _compiled.quantize_flat(xc.view(-1), grid, stochastic, key)
+    if res is not None:
+        q, bad = res
     else:
-        bad = int(torch.isnan(xc).sum()) + (0 if grid.bounded else int(torch.isinf(xc).sum()))
-        out = _eager(xc, grid, stochastic, key)
-    if bad:  # the error path: say exactly what had no level
-        nan, inf = int(torch.isnan(xc).sum()), int(torch.isinf(xc).sum())
-        if nan:
-            raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
-                             "check the learning rate, the loss and the gradients (NaN has no grid level)")
+        q = _eager(xc, grid, stochastic, key)
+        bad = int(torch.isnan(xc).sum()) if grid.kind == "binary" else int((~torch.isfinite(q)).sum())
+    if bad:
+        _raise_bad(xc, q, grid)
+    q = q.view(x.shape)
+    if q.dtype != x.dtype:  # float16/bfloat16: the level must also fit the narrow dtype
+        q = q.to(x.dtype)
+        _check_finite_out(x, q, grid, x.dtype)
+    return q if out is None else out.copy_(q)
+
+
+def _raise_bad(x, out, grid: Grid) -> None:
+    """The error path: say exactly what had no finite level (``x`` is None when it was overwritten)."""
+    if x is None:
+        raise ValueError(f"quantize: entries without a finite level on {grid!r} (NaN, inf on an unbounded grid, or "
+                         "|x|/Δ overflowing); check the learning rate, the loss and the gradients, or pass bits=...")
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    if nan:
+        raise ValueError(f"quantize: input has {nan} NaN entr{'y' if nan == 1 else 'ies'} of {x.numel()}; "
+                         "check the learning rate, the loss and the gradients (NaN has no grid level)")
+    if inf and not grid.bounded:
         raise ValueError(f"quantize: input has {inf} infinite entr{'y' if inf == 1 else 'ies'} and {grid!r} is "
                          "unbounded (no level for inf); check the learning rate and gradients, or pass bits=...")
-    if not grid.bounded:  # a finite input whose index x/Δ or level kΔ overflows has no representable level
-        _check_finite_out(x, out, grid, work_dtype)
-    out = out.to(x.dtype) if out.dtype != x.dtype else out
-    if x.dtype in (torch.float16, torch.bfloat16):
-        _check_finite_out(x, out, grid, x.dtype)
-    return out.view(x.shape)
+    _check_finite_out(x, out, grid, x.dtype)
 
 
 def _check_finite_out(x: torch.Tensor, out: torch.Tensor, grid: Grid, dtype: torch.dtype) -> None:
@@ -205,7 +268,9 @@ def _check_finite_out(x: torch.Tensor, out: torch.Tensor, grid: Grid, dtype: tor
         return  # a finite sum means every entry is finite (inf and NaN propagate): one cheap pass
     over = ~torch.isfinite(out.reshape(-1)) & torch.isfinite(x.reshape(-1))
     n = int(over.sum())
-    big = float(x.reshape(-1)[over].abs().max()) if n else math.inf
+    if not n:
+        return
+    big = float(x.reshape(-1)[over].abs().max())
     raise ValueError(f"quantize: {n} finite entr{'y' if n == 1 else 'ies'} of {x.numel()} (largest |x| {big:.4g}) "
                      f"{'has' if n == 1 else 'have'} no level representable in {dtype} on {grid!r}: x/Δ or kΔ "
                      "overflows; use a bounded grid (bits=...), a larger Δ, or a wider dtype")

@@ -4,10 +4,11 @@
  * (float32 throughout, no FMA contraction), and the same counter-based random source
  * as qtrain/rng.py: u_i = (mix32(mix32(lo32(i) + k0) ^ (k1 + hi32(i))) >> 8) * 2^-24.
  * Each element is independent, so any split of [0, n) across threads gives the same bits.
- * Returns the number of inputs without a level: NaN, and +-inf on unbounded grids (the caller raises).
+ * Returns the number of entries without a finite level (the caller raises); out may equal x.
  */
 #include <stdint.h>
 #include <math.h>
+#include <float.h>
 
 static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16; x *= 0x7feb352dU;
@@ -23,48 +24,72 @@ static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
 /* mode 0: nearest, uniform grid   mode 1: stochastic, uniform grid
  * mode 2: nearest, binary grid    mode 3: stochastic, binary grid
  * x, out point at element `start` of the logical tensor; n elements are processed. */
-static int64_t segment(const float *restrict x, float *restrict out, int64_t n, uint32_t lo0,
-                       int mode, float delta, int bounded, float kmin, float kmax, float scale,
-                       uint32_t k0, uint32_t k1h) {
-    int64_t nan = 0;
-    if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
+/* One block of at most 2^20 elements: 32-bit lane index and counter, so the loops vectorize
+ * without 64-bit lanes. */
+static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int mode, float delta,
+                     float kmin, float kmax, float scale, uint32_t k0, uint32_t k1h) {
+    int32_t bad = 0;
     if (mode == 0) {
-        for (int64_t i = 0; i < n; i++) {
-            float t = x[i] / delta, a = fabsf(t), f = floorf(a);
+#pragma GCC ivdep
+        for (uint32_t i = 0; i < m; i++) {
+            float xi = x[i], t = xi / delta, a = fabsf(t), f = floorf(a);
             f = (a - f >= 0.5f) ? f + 1.0f : f;
             float k = copysignf(f, t);
             k = k < kmin ? kmin : k;
             k = k > kmax ? kmax : k;
-            out[i] = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
-            nan += (x[i] != x[i]) | (!bounded & (fabsf(x[i]) == INFINITY));
+            float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
+            out[i] = o;
+            bad += !(fabsf(o) <= FLT_MAX);
         }
     } else if (mode == 1) {
-        for (int64_t i = 0; i < n; i++) {
-            float t = x[i] / delta, f = floorf(t), p = t - f;
+#pragma GCC ivdep
+        for (uint32_t i = 0; i < m; i++) {
+            float xi = x[i], t = xi / delta, f = floorf(t), p = t - f;
             /* a value already on a level stays there, even when x/delta rounds off the integer */
-            p = (x[i] == f * delta) ? 0.0f : p;
-            p = (x[i] == (f + 1.0f) * delta) ? 1.0f : p;
-            float k = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? f + 1.0f : f;
+            p = (xi == f * delta) ? 0.0f : p;
+            p = (xi == (f + 1.0f) * delta) ? 1.0f : p;
+            float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f;
             k = k < kmin ? kmin : k;
             k = k > kmax ? kmax : k;
-            out[i] = (k + 0.0f) * delta;
-            nan += (x[i] != x[i]) | (!bounded & (fabsf(x[i]) == INFINITY));
+            float o = (k + 0.0f) * delta;
+            out[i] = o;
+            bad += !(fabsf(o) <= FLT_MAX);
         }
     } else if (mode == 2) {
-        for (int64_t i = 0; i < n; i++) {
-            out[i] = (x[i] >= 0.0f) ? scale : -scale;
-            nan += (x[i] != x[i]);
+#pragma GCC ivdep
+        for (uint32_t i = 0; i < m; i++) {
+            float xi = x[i];
+            out[i] = (xi >= 0.0f) ? scale : -scale;
+            bad += (xi != xi);
         }
     } else {
         float two_s = 2.0f * scale;
-        for (int64_t i = 0; i < n; i++) {
-            float c = x[i] < -scale ? -scale : (x[i] > scale ? scale : x[i]);
+#pragma GCC ivdep
+        for (uint32_t i = 0; i < m; i++) {
+            float xi = x[i];
+            float c = xi < -scale ? -scale : (xi > scale ? scale : xi);
             float p = (c + scale) / two_s;
-            out[i] = (unif(lo0 + (uint32_t)i, k0, k1h) < p) ? scale : -scale;
-            nan += (x[i] != x[i]);
+            out[i] = (unif(lo0 + i, k0, k1h) < p) ? scale : -scale;
+            bad += (xi != xi);
         }
     }
-    return nan;
+    return bad;
+}
+
+static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
+                       int mode, float delta, int bounded, float kmin, float kmax, float scale,
+                       uint32_t k0, uint32_t k1h) {
+    /* out may be x itself (in-place rounding): each element is read before it is written, and
+     * there is no dependence between iterations (ivdep), so the loops vectorize either way.
+     * Counted as bad: every non-finite output (NaN in; inf in on an unbounded grid; a finite
+     * x whose x/delta or k*delta overflows) on uniform grids, NaN inputs on binary ones. */
+    int64_t bad = 0;
+    if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
+    for (int64_t b = 0; b < n; b += (int64_t)1 << 20) {
+        uint32_t m = (uint32_t)(n - b < ((int64_t)1 << 20) ? n - b : ((int64_t)1 << 20));
+        bad += block(x + b, out + b, m, lo0 + (uint32_t)b, mode, delta, kmin, kmax, scale, k0, k1h);
+    }
+    return bad;
 }
 
 /* Entry point: elements [start, start + n) of the logical tensor; segments keep hi32(index) fixed. */
