@@ -48,7 +48,7 @@ __all__ = ["quantize_math", "get", "quantize_flat", "params", "enabled"]
 
 
 def quantize_math(x: torch.Tensor, prm: torch.Tensor, keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The pure function that gets compiled: ``x`` 1-D float32/float64; ``prm`` (same dtype) =
+    r"""The pure function that gets compiled: ``x`` 1-D float32/float64; ``prm`` (same dtype) =
     ``[Δ, k_min, k_max, s, binary, stochastic]`` (``±inf`` bounds for unbounded grids);
     ``keys`` (int64) = ``[k0, k1]``, the key's 32-bit halves. Returns the rounded values and
     the count of entries without a finite level (NaN in; ``±inf`` in on an unbounded grid; a

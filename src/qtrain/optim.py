@@ -196,7 +196,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     # -- the update ---------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None):
-        """One step of ``method``; returns ``closure()``'s loss if given.
+        r"""One step of ``method``; returns ``closure()``'s loss if given.
 
         The closure (if any) runs once, before the update, at the quantized weights. A
         non-finite gradient raises before anything changes. The step is lean: R/SR round the
