@@ -6,6 +6,8 @@ Three kinds cover the paper (NOTES §1):
   limited to :math:`k \in [-2^{b-1},\, 2^{b-1}-1]` (two's-complement range);
 * **binary** -- :math:`\{-s, +s\}` (BinaryConnect's weights);
 * **ternary** -- :math:`\{-s, 0, +s\}` (a uniform grid with :math:`\Delta = s`, :math:`k \in \{-1,0,1\}`).
+* **float** -- the finite values of a low-precision float format (bfloat16, float16,
+  float8_e4m3fn, float8_e5m2): a step relative to :math:`|w|` (see :mod:`qtrain.floatgrid`).
 
 A grid is a small immutable value; it knows its step :math:`\Delta` (the spacing of the
 levels, ``2s`` for binary), its range, and how to describe itself for checkpoints.
@@ -56,6 +58,7 @@ class Grid:
     kmax: Optional[int] = None
     scale: Optional[float] = None
     bits: Optional[int] = None
+    fmt: Optional[str] = None  # float grids: the format's name
 
     # -- constructors -------------------------------------------------------------------
     @staticmethod
@@ -80,6 +83,25 @@ class Grid:
         s = _check_positive("scale", scale, "use a ternary scale s > 0, e.g. Grid.ternary(1.0)")
         return Grid("ternary", s, -1, 1, s)
 
+    @staticmethod
+    def float(fmt: str) -> "Grid":
+        """The finite values of float format ``fmt``: ``"bfloat16"``, ``"float16"``,
+        ``"float8_e4m3fn"`` or ``"float8_e5m2"``; ``delta`` is the relative step :math:`2^{-m}`."""
+        from .floatgrid import fmt_info
+        f = fmt_info(fmt)
+        return Grid("float", f.eps, None, None, None, f.bits, f.name)
+
+    # -- codes (see qtrain.codes) ---------------------------------------------------------
+    def encode(self, x):
+        """Integer codes of the on-grid tensor ``x`` (refuses off-grid values); see :mod:`qtrain.codes`."""
+        from .codes import encode
+        return encode(x, self)
+
+    def decode(self, codes):
+        """The float32 levels of integer ``codes`` (inverse of :meth:`encode`)."""
+        from .codes import decode
+        return decode(codes, self)
+
     # -- properties ---------------------------------------------------------------------
     @property
     def offset(self) -> float:
@@ -93,15 +115,25 @@ class Grid:
     @property
     def low(self) -> float:
         """Smallest level (``-inf`` when unbounded)."""
+        if self.kind == "float":
+            return -self._fmax()
         return -math.inf if self.kmin is None else self.offset + self.kmin * self.delta
 
     @property
     def high(self) -> float:
         """Largest level (``+inf`` when unbounded)."""
+        if self.kind == "float":
+            return self._fmax()
         return math.inf if self.kmax is None else self.offset + self.kmax * self.delta
+
+    def _fmax(self) -> float:
+        from .floatgrid import fmt_info
+        return fmt_info(self.fmt).max
 
     def levels(self) -> list:
         """All levels of a bounded grid, ascending."""
+        if self.kind == "float":
+            raise ValueError(f"{self!r} has a level per bit pattern; list them with grid.decode(codes) (qtrain.codes)")
         if not self.bounded:
             raise ValueError("an unbounded uniform grid has infinitely many levels; pass bits=...")
         n = self.kmax - self.kmin + 1
@@ -111,6 +143,8 @@ class Grid:
 
     def to_dict(self) -> dict:
         """A JSON-able description (stored in checkpoints; see :meth:`from_dict`)."""
+        if self.kind == "float":
+            return {"kind": "float", "format": self.fmt}
         return {"kind": self.kind, "delta": self.delta, "kmin": self.kmin, "kmax": self.kmax,
                 "scale": self.scale, "bits": self.bits}
 
@@ -123,9 +157,13 @@ class Grid:
             return Grid.binary(d["scale"])
         if kind == "ternary":
             return Grid.ternary(d["scale"])
-        raise ValueError(f"unknown grid kind {kind!r}; expected 'uniform', 'binary' or 'ternary'")
+        if kind == "float":
+            return Grid.float(d["format"])
+        raise ValueError(f"unknown grid kind {kind!r}; expected 'uniform', 'binary', 'ternary' or 'float'")
 
     def __repr__(self) -> str:
+        if self.kind == "float":
+            return f"Grid.float({self.fmt!r})"
         if self.kind == "uniform":
             return f"Grid.uniform({self.delta!r}" + (f", bits={self.bits})" if self.bits else ")")
         return f"Grid.{self.kind}({self.scale!r})"

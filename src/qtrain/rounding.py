@@ -46,6 +46,7 @@ from typing import Union
 import torch
 
 from . import _kernel
+from .floatgrid import quantize_float
 from .grid import Grid
 from .rng import resolve_key, uniform
 
@@ -169,6 +170,9 @@ def quantize(x: torch.Tensor, grid: Grid, rounding: str = "nearest",
         raise ValueError(f"quantize needs a floating-point tensor, got {what}")
     stochastic = rounding == "stochastic"
     key = resolve_key(generator) if stochastic else 0
+    if grid.kind == "float":  # low-precision float formats: qtrain.floatgrid
+        out = quantize_float(x, grid.fmt, stochastic, key)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
     if x.numel() == 0:
         return x.clone()
     work_dtype = torch.float64 if x.dtype == torch.float64 else _F32

@@ -19,7 +19,8 @@ from ..grid import Grid
 from ..optim import METHODS
 
 OPTIMIZERS = ("sgd", "adam")
-GRIDS = ("binary", "ternary", "uniform")
+FLOAT_GRIDS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")  # Grid.float(name); scale/delta unused
+GRIDS = ("binary", "ternary", "uniform") + FLOAT_GRIDS
 QUANTIZE = ("conv", "all")
 LATENT_INITS = ("default", "uniform")
 LR_SCALES = ("none", "glorot")
@@ -41,7 +42,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.9           # SGD only
     weight_decay: float = 0.0
-    grid: str = "binary"            # binary | ternary | uniform
+    grid: str = "binary"            # binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2
     scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1)
     delta: Optional[float] = None   # uniform grids: Δ
     bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
@@ -127,6 +128,8 @@ class TrainConfig:
             return Grid.binary(s)
         if self.grid == "ternary":
             return Grid.ternary(s)
+        if self.grid in FLOAT_GRIDS:
+            return Grid.float(self.grid)
         return Grid.uniform(self.delta, self.bits)
 
 
