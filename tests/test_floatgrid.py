@@ -152,3 +152,12 @@ def test_config_accepts_float_grids_and_trains_only_conv_weights_on_them(tmp_pat
     assert not all(on_grid.values())  # BN and the classifier stay float32
     with pytest.raises(ValueError, match="grid='float32'"):
         TrainConfig(grid="float32").validate()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_kernel_and_torch_bit_path_agree(name):
+    if fg._lib() is None:
+        pytest.skip("no C compiler: the torch path is the only path")
+    x = _sample(name, n=30000, seed=2)
+    out, bad = fg._sr32_c(fg._lib(), x.contiguous(), FORMATS[name], 77)
+    assert bad == 0 and _same_bits(out, fg._sr32(x.contiguous(), FORMATS[name], 77))

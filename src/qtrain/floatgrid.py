@@ -35,11 +35,13 @@ NaN, :math:`\pm\infty`  refused (``ValueError``)                     refused
 Outputs are float32 tensors (every value of these formats is exactly a float32). The
 inputs are taken as float32 first (float64 inputs: :math:`Q_d` casts directly, as ``to`` does).
 
-Two implementations compute the same bits (tests check it): :func:`q_d_float_reference` /
-:func:`q_s_float_reference` (Python floats, the formula above) and :func:`quantize_float`
-(torch; bit operations on the float32 representation: for normal values, the
-:math:`23 - m` low bits of :math:`|w|` are the fraction :math:`p`, and "up" adds one unit
-there, carrying into the exponent when needed).
+Three implementations compute the same bits (tests check it): :func:`q_d_float_reference` /
+:func:`q_s_float_reference` (Python floats, the formula above); the torch path of
+:func:`quantize_float` (any device: :math:`Q_d` is the cast; :math:`Q_s` works on the float32
+bit pattern: for normal values its :math:`23 - m` low bits are the fraction :math:`p`, and
+"up" adds one unit there, carrying into the exponent when needed); and a compiled C kernel
+(``csrc/floatgrid.c``, contiguous float32 CPU tensors, both :math:`Q_d` and :math:`Q_s`),
+used when a C compiler is available (``QTRAIN_NO_KERNEL=1`` turns it off).
 
 >>> import torch
 >>> from qtrain.floatgrid import quantize_float
@@ -54,12 +56,18 @@ True
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import torch
 
+from . import _kernel
 from .rng import uniform
 
 __all__ = ["FORMATS", "FloatFormat", "fmt_info", "quantize_float", "q_d_float_reference", "q_s_float_reference"]
@@ -202,6 +210,45 @@ def _sr32(x: torch.Tensor, fmt: FloatFormat, key: int) -> torch.Tensor:
     return (out | sign).view(torch.float32)
 
 
+# -- compiled C path (csrc/floatgrid.c): the same bits, contiguous float32 CPU tensors ------------
+@functools.lru_cache(maxsize=None)
+def _lib() -> Optional[ctypes.CDLL]:
+    src = Path(__file__).with_name("csrc") / "floatgrid.c"
+    lib = _kernel.compile_library("floatgrid", src.read_text(), _kernel._FLAGS) if src.exists() else None
+    if lib is None or not hasattr(lib, "qtrain_float_sr_f32"):
+        return None
+    f = lib.qtrain_float_sr_f32
+    f.restype = ctypes.c_int64
+    f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_uint32,
+                  ctypes.c_float, ctypes.c_float, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="qtrain-floatgrid")
+
+
+def _sr32_c(lib, x: torch.Tensor, fmt: FloatFormat, key: int, stochastic: bool = True):
+    """``(out, number of inputs without a level)`` from the C kernel (threads split the array):
+    :math:`Q_s` or, with ``stochastic=False``, :math:`Q_d` (the cast's bits)."""
+    out = torch.empty_like(x)
+    n = x.numel()
+    sub_lim = _bits(2.0 ** fmt.emin) if fmt.emin > -126 else 0
+    sat = _bits(fmt.max) if not fmt.has_inf else 0x7FFFFFFF
+    bad_lim = _bits(fmt.max) if fmt.has_inf else 0x7F7FFFFF  # above: inf/NaN (and > max with inf)
+    args = (fmt.m, sub_lim, 2.0 ** (fmt.m - fmt.emin) if sub_lim else 1.0, 2.0 ** (fmt.emin - fmt.m) if sub_lim else 1.0,
+            sat, bad_lim, key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, int(stochastic))
+    xp, op = x.data_ptr(), out.data_ptr()
+    threads = max(1, min(torch.get_num_threads(), n >> 16))
+    if threads == 1:
+        return out, int(lib.qtrain_float_sr_f32(xp, op, n, 0, *args))
+    cuts = [n * j // threads for j in range(threads + 1)]
+    jobs = [_pool(threads).submit(lib.qtrain_float_sr_f32, xp + 4 * a, op + 4 * a, b - a, a, *args)
+            for a, b in zip(cuts[:-1], cuts[1:])]
+    return out, sum(int(j.result()) for j in jobs)
+
+
 def quantize_float(x: torch.Tensor, name: str, stochastic: bool, key: int = 0) -> torch.Tensor:
     """:math:`Q_d` (``stochastic=False``) or :math:`Q_s` onto format ``name``; float32 result.
 
@@ -215,12 +262,21 @@ def quantize_float(x: torch.Tensor, name: str, stochastic: bool, key: int = 0) -
         return x.detach().to(torch.float32).clone()
     x = x.detach()
     what = f"{'Q_s' if stochastic else 'Q_d'} onto {name}"
+    if not stochastic and x.dtype == torch.float32 and x.device.type == "cpu" and _lib() is not None:
+        out, bad = _sr32_c(_lib(), x.contiguous(), fmt, 0, False)
+        if not bad:
+            return out.view(x.shape)
     if not stochastic:
         out = x.to(fmt.dtype).to(torch.float32)
         if not bool(torch.isfinite(out).all()) or not bool(torch.isfinite(x).all()):
             _refuse(x, what, name, ~torch.isfinite(out) | ~torch.isfinite(x))
         return out
     xc = x.to(torch.float32).contiguous()
+    lib = _lib() if xc.device.type == "cpu" else None
+    if lib is not None:
+        out, bad = _sr32_c(lib, xc, fmt, key)
+        if not bad:
+            return out
     finite = torch.isfinite(xc)
     if not bool(finite.all()) or (fmt.has_inf and bool((xc.abs() > fmt.max).any())):
         _refuse(xc, what, name, ~finite | ((xc.abs() > fmt.max) if fmt.has_inf else torch.zeros_like(finite)))
