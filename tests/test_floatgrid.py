@@ -1,4 +1,5 @@
 """Float-format grids: Q_d is the cast, Q_s is unbiased and keyed; scalar reference = vectorised path."""
+import copy
 import doctest
 import math
 
@@ -178,7 +179,7 @@ def test_optimizer_state_round_trip_resumes_bit_identically():
     w1, o1 = make()
     steps(w1, o1, 3)
     w2, o2 = make()
-    o2.load_state_dict(o1.state_dict())
+    o2.load_state_dict(copy.deepcopy(o1.state_dict()))  # (torch may share state tensors otherwise)
     with torch.no_grad():
         w2.copy_(w1)
     steps(w1, o1, 2)
