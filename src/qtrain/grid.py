@@ -6,6 +6,8 @@ Three kinds cover the paper (NOTES §1):
   limited to :math:`k \in [-2^{b-1},\, 2^{b-1}-1]` (two's-complement range);
 * **binary** -- :math:`\{-s, +s\}` (BinaryConnect's weights);
 * **ternary** -- :math:`\{-s, 0, +s\}` (a uniform grid with :math:`\Delta = s`, :math:`k \in \{-1,0,1\}`).
+* **float** -- the finite values of a low-precision float format (bfloat16, float16,
+  float8_e4m3fn, float8_e5m2): a step relative to :math:`|w|` (see :mod:`qtrain.floatgrid`).
 
 A grid is a small immutable value; it knows its step :math:`\Delta` (the spacing of the
 levels, ``2s`` for binary), its range, and how to describe itself for checkpoints.
@@ -35,7 +37,7 @@ from typing import Optional, Tuple
 
 __all__ = ["Grid"]
 _F32_TINY, _F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
-_KINDS = ("uniform", "binary", "ternary")
+_KINDS = ("uniform", "binary", "ternary", "float")
 
 
 def _f32(v: float) -> float:
@@ -100,6 +102,7 @@ class Grid:
     kmax: Optional[int] = None
     scale: Optional[float] = None
     bits: Optional[int] = None
+    fmt: Optional[str] = None  # float grids: the format's name
 
     def __post_init__(self):
         """Validate every field, however the grid was built (``Grid(...)`` included), and refuse
@@ -117,6 +120,14 @@ class Grid:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
         b, s, d = self.bits, self.scale, self.delta
+        if self.kind == "float":  # what Grid.float(fmt) builds
+            from .floatgrid import fmt_info
+            f = fmt_info(self.fmt)
+            if (d, self.kmin, self.kmax, s, b) != (f.eps, None, None, None, f.bits):
+                raise ValueError(f"inconsistent float grid fields for {self.fmt!r}; build it with Grid.float({self.fmt!r})")
+            return
+        if self.fmt is not None:
+            raise ValueError(f"fmt={self.fmt!r} applies to float grids only; {fix}")
         if self.kind == "uniform":  # what Grid.uniform(d, bits) builds
             expect = (None, None, None, None) if b is None else (-(2 ** (b - 1)), 2 ** (b - 1) - 1, None, b)
             ok = b is None or 1 <= b <= 32
@@ -158,6 +169,25 @@ class Grid:
         s = _check_positive("scale", scale, "use a ternary scale s > 0, e.g. Grid.ternary(1.0)")
         return Grid("ternary", s, -1, 1, s)
 
+    @staticmethod
+    def float(fmt: str) -> "Grid":
+        """The finite values of float format ``fmt``: ``"bfloat16"``, ``"float16"``,
+        ``"float8_e4m3fn"`` or ``"float8_e5m2"``; ``delta`` is the relative step :math:`2^{-m}`."""
+        from .floatgrid import fmt_info
+        f = fmt_info(fmt)
+        return Grid("float", f.eps, None, None, None, f.bits, f.name)
+
+    # -- codes (see qtrain.codes) ---------------------------------------------------------
+    def encode(self, x):
+        """Integer codes of the on-grid tensor ``x`` (refuses off-grid values); see :mod:`qtrain.codes`."""
+        from .codes import encode
+        return encode(x, self)
+
+    def decode(self, codes):
+        """The float32 levels of integer ``codes`` (inverse of :meth:`encode`)."""
+        from .codes import decode
+        return decode(codes, self)
+
     # -- properties ---------------------------------------------------------------------
     @property
     def offset(self) -> float:
@@ -189,6 +219,8 @@ class Grid:
     def levels(self, dtype="float32") -> list:
         """All levels of a bounded grid, ascending, exactly as the quantizers produce them for
         tensors of ``dtype`` (see :meth:`bounds`)."""
+        if self.kind == "float":
+            raise ValueError(f"{self!r} has a level per bit pattern; list them with grid.decode(codes) (qtrain.codes)")
         if not self.bounded:
             raise ValueError("an unbounded uniform grid has infinitely many levels; pass bits=...")
         n = self.kmax - self.kmin + 1
@@ -210,6 +242,8 @@ class Grid:
 
     def to_dict(self) -> dict:
         """A JSON-able description (stored in checkpoints; see :meth:`from_dict`)."""
+        if self.kind == "float":
+            return {"kind": "float", "format": self.fmt}
         return {"kind": self.kind, "delta": self.delta, "kmin": self.kmin, "kmax": self.kmax,
                 "scale": self.scale, "bits": self.bits}
 
@@ -222,9 +256,13 @@ class Grid:
             return Grid.binary(d["scale"])
         if kind == "ternary":
             return Grid.ternary(d["scale"])
-        raise ValueError(f"unknown grid kind {kind!r}; expected 'uniform', 'binary' or 'ternary'")
+        if kind == "float":
+            return Grid.float(d["format"])
+        raise ValueError(f"unknown grid kind {kind!r}; expected 'uniform', 'binary', 'ternary' or 'float'")
 
     def __repr__(self) -> str:
+        if self.kind == "float":
+            return f"Grid.float({self.fmt!r})"
         if self.kind == "uniform":
             return f"Grid.uniform({self.delta!r}" + (f", bits={self.bits})" if self.bits else ")")
         return f"Grid.{self.kind}({self.scale!r})"
@@ -233,6 +271,10 @@ class Grid:
 @functools.lru_cache(maxsize=1024)
 def _bounds(grid: Grid, wide: bool) -> Tuple[float, float]:
     """:meth:`Grid.bounds`, cached (BC clamps its latent weights to them every step)."""
+    if grid.kind == "float":  # the format's largest finite value
+        from .floatgrid import fmt_info
+        m = fmt_info(grid.fmt).max
+        return -m, m
     if not grid.bounded:
         return -math.inf, math.inf
     return grid._level(grid.kmin, wide), grid._level(grid.kmax, wide)

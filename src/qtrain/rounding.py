@@ -49,6 +49,7 @@ from typing import Union
 import torch
 
 from . import _compiled, _kernel
+from .floatgrid import quantize_float
 from .grid import Grid
 from .rng import resolve_key, uniform
 
@@ -218,6 +219,10 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
     a new tensor; returns it. Contiguous float32 CPU tensors take the C kernel (in place without
     a temporary); others the compiled (else eager) path, and ``out.copy_`` of its result. On bad
     input (``ValueError``) an ``out`` given may be partly written."""
+    if grid.kind == "float":  # low-precision float formats: qtrain.floatgrid
+        q = quantize_float(x, grid.fmt, stochastic, key)
+        q = q if q.dtype == x.dtype else q.to(x.dtype)
+        return q if out is None else out.copy_(q)
     if x.dtype is _F32 and x.is_cpu and x.is_contiguous() and _kernel.get() is not None and \
             (out is None or (out.dtype is _F32 and out.is_cpu and out.is_contiguous())):
         e = _kernel_args(grid)

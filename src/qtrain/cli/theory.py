@@ -22,11 +22,25 @@ def _convex(args) -> int:
     from qtrain.theory import convex
 
     t0 = time.perf_counter()
+    if args.grid != "uniform":
+        return _convex_float(args, t0)
     r = convex.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, deltas=args.deltas, T=args.T,
                    seeds=args.seeds)
     slopes = ", ".join(f"{k} {v:.2f}" for k, v in r["sr_floor_slope"].items() if v is not None)
     return _done("convex", r, t0, f"SR floor slope vs Δ: {slopes}; all gaps under bounds: {r['all_under_bound']}"
                  + ("" if r["all_under_bound"] else f" ({len(r['over_bound'])} over, see over_bound)"))
+
+
+def _convex_float(args, t0) -> int:
+    from qtrain.theory import convex_float
+
+    if args.deltas is not None:
+        raise ValueError(f"--deltas applies to --grid uniform; --grid {args.grid} sets the step by the format")
+    r = convex_float.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, T=args.T, seeds=args.seeds,
+                         formats=None if args.grid == "float" else [args.grid])
+    rows = "; ".join(f"{x['problem']} {x['format']}: SR {x['sr_float_gap']:.2e} vs uniform(Δ_eff={x['delta_eff']:.1e}) "
+                     f"{x['sr_uniform_gap']:.2e}" for x in r["rows"])
+    return _done("convex", r, t0, f"SR gap at T={r['T']}: {rows}; under Theorem 1's bound: {r['all_under_bound']}")
 
 
 def _toy(args) -> int:
@@ -59,6 +73,10 @@ def register(subparsers) -> None:
     p.add_argument("--deltas", type=float, nargs="+", default=None, help="grid steps (default 2^-2 ... 2^-8)")
     p.add_argument("--T", type=int, default=None, help="iterations (default 20000, quick 2000)")
     p.add_argument("--seeds", type=int, default=None, help="repetitions per setting (default 64, quick 16)")
+    p.add_argument("--grid", default="uniform", choices=["uniform", "float", "bfloat16", "float16", "float8_e4m3fn",
+                                                          "float8_e5m2"],
+                   help="uniform (default: the Δ sweep) or float-format grids, step relative to |w| "
+                        "(float = all four formats); writes convex_float.json/.png")
     p.set_defaults(func=_convex)
     p = subparsers.add_parser("toy", help="exploration vs exploitation: BC and SR histograms on a toy problem",
                               description="BC and SR on a 1-D non-convex toy, 10^6 iterations per learning rate.")

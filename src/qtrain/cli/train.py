@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--lr-gamma", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grid", help="binary | ternary | uniform")
+    p.add_argument("--grid", help="binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2")
     p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init) or a number")
     p.add_argument("--delta", type=float, help="uniform grid step Δ")
     p.add_argument("--bits", type=int, help="uniform grid bit width")

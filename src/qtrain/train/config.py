@@ -19,7 +19,8 @@ from ..grid import Grid
 from ..optim import METHODS
 
 OPTIMIZERS = ("sgd", "adam")
-GRIDS = ("binary", "ternary", "uniform")
+FLOAT_GRIDS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")  # Grid.float(name); scale/delta unused
+GRIDS = ("binary", "ternary", "uniform") + FLOAT_GRIDS
 QUANTIZE = ("conv", "all")
 LATENT_INITS = ("default", "uniform")
 LR_SCALES = ("none", "glorot")
@@ -41,7 +42,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.9           # SGD only
     weight_decay: float = 0.0
-    grid: str = "binary"            # binary | ternary | uniform
+    grid: str = "binary"            # binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2
     scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1)
     delta: Optional[float] = None   # uniform grids: Δ
     bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
@@ -124,9 +125,10 @@ class TrainConfig:
         if self.grid == "uniform" and self.delta is None:
             raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
         self.make_grid(1.0)  # raises on a bad Δ, bits or scale
-        if self.latent_init == "uniform" and not self.make_grid(1.0).bounded:
-            raise ValueError("latent_init='uniform' draws from [low, high] of the grid; an unbounded uniform grid "
-                             "has none: pass --bits or use latent_init=default")
+        grid = self.make_grid(1.0)
+        if self.latent_init == "uniform" and (grid.kind == "float" or not grid.bounded):
+            raise ValueError(f"latent_init='uniform' draws from [low, high] of a binary, ternary or bounded uniform "
+                             f"grid, not {grid!r}: use latent_init=default (or pass --bits for a uniform grid)")
         return self
 
     def make_grid(self, mean_abs: float) -> Grid:
@@ -136,6 +138,8 @@ class TrainConfig:
             return Grid.binary(s)
         if self.grid == "ternary":
             return Grid.ternary(s)
+        if self.grid in FLOAT_GRIDS:
+            return Grid.float(self.grid)
         return Grid.uniform(self.delta, self.bits)
 
 
