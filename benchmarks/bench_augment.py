@@ -12,7 +12,7 @@ Prints images/s and the ratio to the 20,000 images/s goal.
 Usage::
 
     python benchmarks/bench_augment.py                       # random CIFAR-shaped data
-    python benchmarks/bench_augment.py --data-dir /work/shared/data   # real CIFAR-10
+    python benchmarks/bench_augment.py --data-dir DATA_DIR   # real CIFAR-10
 """
 from __future__ import annotations
 

@@ -14,13 +14,13 @@ METHODS = {  # row: (method, big batch?)
     "adam": ("float", False), "bc-adam": ("bc", False), "big-sr-adam": ("sr", True),
     "sr-adam": ("sr", False), "r-adam": ("r", False),
 }
-# Binary conv weights ±s with s = the layer's mean |w| at initialisation (NOTES §1's first suggestion)
+# Binary conv weights ±s with s = the layer's mean |w| at initialisation
 # [choice]. With BN after every conv the forward pass ignores s: it only sets the grid step 2s
 # against ADAM's ~lr-sized moves. The ablation with s = 1 (BinaryConnect's H = 1) is in
 # docs/results/mini_s1/ (`qtrain reproduce --scale mini --set scale=1 micro_batch=...`).
 COMMON = {"optimizer": "adam", "lr": 0.01, "lr_gamma": 0.1, "grid": "binary", "scale": "mean", "quantize": "conv"}
 
-# paper scale (NOTES §4): CIFAR 164 epochs, decays at 82 and 123, batch 128, big 1024;
+# paper scale (the paper's protocol): CIFAR 164 epochs, decays at 82 and 123, batch 128, big 1024;
 # ImageNet 40 epochs, decays at 20 and 30, batch 256, big 1024.
 PAPER_COLUMNS = {
     "c10-vgg9": dict(data="cifar10", model="vgg9"),

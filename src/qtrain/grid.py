@@ -1,6 +1,6 @@
 r"""Quantization grids: the sets of values a quantized weight may take.
 
-Three kinds cover the paper (NOTES §1):
+Three kinds cover the paper:
 
 * **uniform** -- levels :math:`k\Delta` for integer :math:`k`; with ``bits=b`` the index is
   limited to :math:`k \in [-2^{b-1},\, 2^{b-1}-1]` (two's-complement range);

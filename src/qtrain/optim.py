@@ -15,7 +15,7 @@ method     update                                               weights kept
 =========  ==================================================  ========================
 
 With ``Adam`` as the base these are R-ADAM, SR-ADAM and BC-ADAM (the moments stay in
-float; NOTES §2 **[choice]**). BC clips :math:`w_r` to the grid's range **[BC2015]** and
+float; our **[choice]**). BC clips :math:`w_r` to the grid's range **[BC2015]** and
 quantizes it with ``bc_rounding`` (``"nearest"``, the poster's BC; ``"stochastic"`` as in
 BinaryConnect's stochastic variant and Theorem 4).
 
@@ -70,7 +70,7 @@ def named_conv_weights(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
 
 
 def conv_weights(model: nn.Module) -> List[nn.Parameter]:
-    """The weights of a model's convolution layers: what the paper quantizes (NOTES §4)."""
+    """The weights of a model's convolution layers: what the paper quantizes (its Table 1 protocol)."""
     return [p for _, p in named_conv_weights(model)]
 
 

@@ -18,7 +18,7 @@ from qtrain.data.mnist import read_idx
 
 from data_fakes import make_cifar10, make_cifar100, make_mnist, make_tar_gz, write_idx
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(os.environ.get("QTRAIN_DATA", "/nonexistent"))  # a folder holding cifar10/ and mnist/ (optional)
 
 
 def test_registry_names():
@@ -190,7 +190,7 @@ def test_docstring_examples(name):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="needs /work/shared/data")
+@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="set QTRAIN_DATA to a folder with the real cifar10/ and mnist/")
 def test_real_cifar10_and_mnist():
     ds = load_dataset("cifar10", SHARED)
     assert ds.train_x.shape == (50000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)

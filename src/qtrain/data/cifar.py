@@ -22,7 +22,7 @@ extracted; otherwise a missing dataset raises one ``FileNotFoundError`` naming t
 path. No network access happens unless ``download=True``.
 
 >>> from qtrain.data.cifar import load_cifar10
->>> ds = load_cifar10("/work/shared/data")          # doctest: +SKIP
+>>> ds = load_cifar10("data")          # doctest: +SKIP
 >>> ds.train_x.shape, ds.test_x.shape                # doctest: +SKIP
 (torch.Size([50000, 3, 32, 32]), torch.Size([10000, 3, 32, 32]))
 """

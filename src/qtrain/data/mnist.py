@@ -13,7 +13,7 @@ The result has ``x`` of shape :math:`N \times 1 \times 28 \times 28` (``uint8``)
 ``augment=False``.
 
 >>> from qtrain.data.mnist import load_mnist
->>> ds = load_mnist("/work/shared/data")             # doctest: +SKIP
+>>> ds = load_mnist("data")             # doctest: +SKIP
 >>> ds.train_x.shape, ds.mean                        # doctest: +SKIP
 (torch.Size([60000, 1, 28, 28]), (0.130661,))
 """

@@ -1,4 +1,4 @@
-r"""The poster's theory, runnable (NOTES §3).
+r"""The poster's theory, runnable.
 
 * :mod:`qtrain.theory.convex` -- Theorems 1 and 4, Corollary 1 (``qtrain convex``);
 * :mod:`qtrain.theory.toy` -- exploration vs exploitation on a toy non-convex problem (``qtrain toy``);

@@ -2,7 +2,7 @@ r"""Theorems 1 and 4 and Corollary 1: R, SR and BC on strongly convex problems.
 
 Setting **[poster]**: :math:`F = \frac1n\sum_i f_i` is :math:`\mu`-strongly convex, :math:`\alpha_t = 1/(\mu(t+1))`,
 plain stochastic gradients :math:`\nabla f_{i_t}` (one sample, :math:`i_t` uniform), averaged iterate
-:math:`\bar w^T = \frac1T\sum_{t=0}^{T-1} w^t` (for BC: of the real-valued :math:`w_r`, NOTES §3).
+:math:`\bar w^T = \frac1T\sum_{t=0}^{T-1} w^t` (for BC: of the real-valued :math:`w_r`).
 
 .. math::
     \text{R: } w^{t+1} = Q_d(w^t - \alpha_t\nabla\tilde f(w^t)) \quad

@@ -17,7 +17,7 @@ integrated in closed form over the Gaussian density; jumps of several :math:`\De
 levels beyond a bounded grid pile up on its end levels (``quantize`` clamps). Coordinates round
 independently, so on a product grid :math:`T_\alpha(x, y) = \prod_k P_k(x \to y_k)`.
 
-**Theorem 5 objects** (NOTES §3). :math:`U(x, x \pm \Delta e_k) = \mathbb E[(\mp g_k)^+]/\Delta`, zero otherwise
+**Theorem 5 objects**. :math:`U(x, x \pm \Delta e_k) = \mathbb E[(\mp g_k)^+]/\Delta`, zero otherwise
 (and zero for a move off a bounded grid); :math:`\tilde T = I - \alpha_0\operatorname{diag}(U\mathbf 1) + \alpha_0 U`
 with :math:`\alpha_0 = 1/\max_x (U\mathbf 1)(x)`; :math:`\tilde\pi` its stationary distribution. Since
 :math:`T_\alpha = I + \alpha(U - \operatorname{diag}(U\mathbf 1)) + o(\alpha)`,

@@ -1,6 +1,6 @@
 r"""Exploration vs exploitation: BC concentrates on a minimizer, SR does not (poster's toy figure).
 
-The objective **[choice]** (NOTES §3 leaves it open) is one-dimensional,
+The objective **[choice]** (the poster leaves it open) is one-dimensional,
 
 .. math::
     f(x) = \frac{\beta}{2}x^2 + A\,\big(1 - \cos(\pi x)\big), \qquad \beta = \tfrac14,\ A = \tfrac12,

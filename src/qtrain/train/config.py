@@ -28,7 +28,7 @@ LR_SCALES = ("none", "glorot")
 
 @dataclass
 class TrainConfig:
-    """Settings of one run. Defaults follow NOTES §4 (ADAM, lr 0.01 decayed 10x at 50% and 75%)."""
+    """Settings of one run. Defaults follow the paper's Table 1 protocol (ADAM, lr 0.01 decayed 10x at 50% and 75%)."""
 
     data: str = "cifar10"
     model: str = "resnet20"
