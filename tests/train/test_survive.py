@@ -16,10 +16,11 @@ from qtrain.cli import main as cli
 from qtrain.train import TrainConfig, load_checkpoint, read_metrics, run
 from qtrain.train.stopping import Stopper
 
-TINY = dict(data="digits", model="smallcnn", method="sr", epochs=2, batch_size=64, train_subset=512, test_subset=128,
+TINY = dict(data="digits", model="smallcnn", method="sr", epochs=2, batch_size=64, train_subset=512, test_subset=128, threads=1,
             progress=False)
 FLAGS = ["--data", "digits", "--model", "smallcnn", "--method", "sr", "--epochs", "2", "--batch-size", "64",
-         "--train-subset", "512", "--test-subset", "128", "--no-progress"]  # = TINY: 8 batches per epoch
+         "--train-subset", "512", "--test-subset", "128", "--threads", "1", "--no-progress"]  # = TINY: 8 batches per epoch;
+# one torch thread in every process (the thread count changes reduction order, hence the bits)
 
 
 @pytest.fixture(scope="module")
