@@ -106,3 +106,53 @@ int64_t qtrain_quantize_f32(const float *x, float *out, int64_t n, int64_t start
     }
     return nan;
 }
+
+/* Packed records: one ctypes call rounds many tensors (few, cheap arguments; see qtrain/_kernel.py).
+ * flags: bit 0 bounded, bit 1 clamp x into latent first (BC: latent = clip(x), out = Q(latent)),
+ * bit 2 derive the key from the step head: key = splitmix64(splitmix64(head ^ index)). */
+typedef struct {
+    const float *x; float *out; float *latent; int64_t n;
+    int32_t mode, flags; uint64_t key;
+    float delta, scale, kmin, kmax, lo, hi;
+    int64_t bad;
+} qtrain_rec;
+
+static inline uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static int64_t run_rec(const qtrain_rec *r, uint64_t key) {
+    const float *src = r->x;
+    if (r->flags & 2) {
+        float lo = r->lo, hi = r->hi, *lat = r->latent;
+#pragma GCC ivdep
+        for (int64_t i = 0; i < r->n; i++) {
+            float xi = r->x[i];
+            lat[i] = xi < lo ? lo : (xi > hi ? hi : xi);  /* NaN stays NaN, as torch.clamp */
+        }
+        src = lat;
+    }
+    return qtrain_quantize_f32(src, r->out, r->n, 0, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
+                               r->scale, (uint32_t)key, (uint32_t)(key >> 32));
+}
+
+/* One record, read only (quantize() of one tensor); returns the count of entries without a level. */
+int64_t qtrain_quantize_rec(const qtrain_rec *r) {
+    return run_rec(r, r->key);
+}
+
+/* count records; head: the step's shared key part (for flag 4, the record's key slot holds the
+ * parameter index). Writes each record's bad count; returns their sum. */
+int64_t qtrain_quantize_recs(qtrain_rec *recs, int64_t count, uint64_t head) {
+    int64_t total = 0;
+    for (int64_t j = 0; j < count; j++) {
+        qtrain_rec *r = recs + j;
+        uint64_t key = (r->flags & 4) ? splitmix64(splitmix64(head ^ r->key)) : r->key;
+        r->bad = run_rec(r, key);
+        total += r->bad;
+    }
+    return total;
+}
