@@ -107,6 +107,18 @@ def rec_fns():
 
 
 @functools.lru_cache(maxsize=None)
+def nonfinite_fn():
+    """``f(bytes of (pointer, length) int64 pairs, c_int64(count)) -> 1`` if any of those float32
+    arrays holds NaN or inf, else ``0``; ``None`` without the kernel."""
+    lib = get()
+    if lib is None or not hasattr(lib, "qtrain_nonfinite_f32"):
+        return None
+    f = lib.qtrain_nonfinite_f32
+    f.restype = ctypes.c_int64
+    return f
+
+
+@functools.lru_cache(maxsize=None)
 def get() -> Optional[ctypes.CDLL]:
     """The loaded kernel library (built on first use), or ``None`` when it is unavailable."""
     return _build()

@@ -34,9 +34,10 @@ import torch
 
 from . import _kernel
 from .grid import Grid
+from ._optim_support import grad_values
 from .rounding import _SMALL, _bump_version, _kernel_args, _raise_bad
 
-__all__ = ["PackedRounding"]
+__all__ = ["PackedRounding", "grads_finite"]
 
 _F32 = torch.float32
 _BAD = struct.Struct("=q")
@@ -100,3 +101,30 @@ class PackedRounding:
                 if _BAD.unpack_from(self.buf, j * _kernel.REC.size + _kernel.BAD_OFFSET)[0]:
                     _raise_bad(latents[i] if latents else None, params[i], grids[i])
         return set(self.index)
+
+
+def grads_finite(grads) -> bool:
+    """True when no gradient of ``grads`` (dense or sparse; ``None`` skipped) holds NaN or inf.
+    Dense float32 CPU contiguous ones (large ones only when torch runs one thread) are read by one
+    kernel call, an integer test of the exponent bits; the others by one batched
+    ``torch._foreach_norm`` (NaN/inf propagate into the norms; a finite gradient whose norm
+    overflows is re-checked entry by entry, so it never counts as non-finite)."""
+    f = _kernel.nonfinite_fn()
+    one_thread = torch.get_num_threads() == 1
+    fast, rest = [], []
+    for g in grads:
+        if g is None:
+            continue
+        if f is not None and g.dtype is _F32 and g.layout is torch.strided and g.is_cpu and g.is_contiguous() \
+                and (one_thread or g.numel() < _SMALL):
+            fast += (g.data_ptr(), g.numel())
+        else:
+            rest.append(grad_values(g))
+    if fast and f(struct.pack(f"={len(fast)}q", *fast), ctypes.c_int64(len(fast) // 2)):
+        return False
+    if not rest:
+        return True
+    norms = torch._foreach_norm(rest)
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.float() for n in norms]
+    return bool(torch.stack(norms).isfinite().all()) or all(bool(v.isfinite().all()) for v in rest)

@@ -47,7 +47,7 @@ from torch import nn
 from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
                              grad_values, needs_closure, store_exact)
 from .grid import Grid
-from ._packed import PackedRounding
+from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
 
@@ -99,7 +99,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         seed: any integer; keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
-            (dense or sparse) holds NaN or inf (one batched norm over all gradients).
+            (dense or sparse) holds NaN or inf (one read of every gradient: a kernel call over the float32 CPU ones, a batched norm over the rest).
         diagnostics: keep the quantized weights of the step before (one copy of them, and of
             BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
             raises after the base step. Off by default: the step then copies nothing.
@@ -285,13 +285,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return store_exact(q, dtype, self.names[index], self.grids[index])
 
     def _check_grads(self) -> None:
-        grads = [grad_values(p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        norms = torch._foreach_norm(grads)  # one batched pass; NaN/inf propagate into the norms
-        if len({n.dtype for n in norms}) > 1:
-            norms = [n.float() for n in norms]
-        if bool(torch.stack(norms).isfinite().all()):
+        if grads_finite(p.grad for g in self.param_groups for p in g["params"]):  # one pass, one kernel call
             return
         qnames = {id(p): n for n, p in zip(self.names, self.qparams)}
         for gi, group in enumerate(self.param_groups):

@@ -156,3 +156,21 @@ int64_t qtrain_quantize_recs(qtrain_rec *recs, int64_t count, uint64_t head) {
     }
     return total;
 }
+
+/* 1 if any of `count` float32 arrays (ptrs_ns: pointer, length pairs) holds NaN or inf, else 0:
+ * an integer OR over the exponent bits (vectorizes; no float sum that could overflow). */
+int64_t qtrain_nonfinite_f32(const int64_t *ptrs_ns, int64_t count) {
+    for (int64_t j = 0; j < count; j++) {
+        const uint32_t *x = (const uint32_t *)(intptr_t)ptrs_ns[2 * j];
+        int64_t n = ptrs_ns[2 * j + 1];
+        uint32_t acc = 0;
+        for (int64_t b = 0; b < n; b += 1 << 16) {
+            int64_t m = n - b < (1 << 16) ? n - b : (1 << 16);
+            for (int64_t i = 0; i < m; i++)
+                acc |= ((x[b + i] & 0x7f800000u) == 0x7f800000u);
+            if (acc)
+                return 1;
+        }
+    }
+    return 0;
+}
