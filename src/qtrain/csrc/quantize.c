@@ -26,35 +26,45 @@ static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
  * x, out point at element `start` of the logical tensor; n elements are processed. */
 /* One block of at most 2^20 elements: 32-bit lane index and counter, so the loops vectorize
  * without 64-bit lanes. */
+/* The two uniform-grid loops, with the quotient t = x / delta spelled QUOT: a power-of-two delta
+ * (whose reciprocal is a normal float) divides as x * (1/delta), the same exact scaling rounded
+ * once, so the same bits, without the vector division. */
+#define LOOP_NEAREST(QUOT) \
+    _Pragma("GCC ivdep") \
+    for (uint32_t i = 0; i < m; i++) { \
+        float xi = x[i], t = QUOT, a = fabsf(t), f = floorf(a); \
+        f = (a - f >= 0.5f) ? f + 1.0f : f; \
+        float k = copysignf(f, t); \
+        k = k < kmin ? kmin : k; \
+        k = k > kmax ? kmax : k; \
+        float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */ \
+        out[i] = o; \
+        bad += !(fabsf(o) <= FLT_MAX); \
+    }
+/* a value already on a level stays there, even when x/delta rounds off the integer */
+#define LOOP_STOCHASTIC(QUOT) \
+    _Pragma("GCC ivdep") \
+    for (uint32_t i = 0; i < m; i++) { \
+        float xi = x[i], t = QUOT, f = floorf(t), p = t - f; \
+        p = (xi == f * delta) ? 0.0f : p; \
+        p = (xi == (f + 1.0f) * delta) ? 1.0f : p; \
+        float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f; \
+        k = k < kmin ? kmin : k; \
+        k = k > kmax ? kmax : k; \
+        float o = (k + 0.0f) * delta; \
+        out[i] = o; \
+        bad += !(fabsf(o) <= FLT_MAX); \
+    }
+
 static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int mode, float delta,
                      float kmin, float kmax, float scale, uint32_t k0, uint32_t k1h) {
-    int32_t bad = 0;
+    int32_t bad = 0, e = 0;
+    int pow2 = frexpf(delta, &e) == 0.5f && e >= -120 && e <= 120;
+    float inv = pow2 ? ldexpf(1.0f, 1 - e) : 0.0f;
     if (mode == 0) {
-#pragma GCC ivdep
-        for (uint32_t i = 0; i < m; i++) {
-            float xi = x[i], t = xi / delta, a = fabsf(t), f = floorf(a);
-            f = (a - f >= 0.5f) ? f + 1.0f : f;
-            float k = copysignf(f, t);
-            k = k < kmin ? kmin : k;
-            k = k > kmax ? kmax : k;
-            float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
-            out[i] = o;
-            bad += !(fabsf(o) <= FLT_MAX);
-        }
+        if (pow2) { LOOP_NEAREST(xi * inv) } else { LOOP_NEAREST(xi / delta) }
     } else if (mode == 1) {
-#pragma GCC ivdep
-        for (uint32_t i = 0; i < m; i++) {
-            float xi = x[i], t = xi / delta, f = floorf(t), p = t - f;
-            /* a value already on a level stays there, even when x/delta rounds off the integer */
-            p = (xi == f * delta) ? 0.0f : p;
-            p = (xi == (f + 1.0f) * delta) ? 1.0f : p;
-            float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f;
-            k = k < kmin ? kmin : k;
-            k = k > kmax ? kmax : k;
-            float o = (k + 0.0f) * delta;
-            out[i] = o;
-            bad += !(fabsf(o) <= FLT_MAX);
-        }
+        if (pow2) { LOOP_STOCHASTIC(xi * inv) } else { LOOP_STOCHASTIC(xi / delta) }
     } else if (mode == 2) {
 #pragma GCC ivdep
         for (uint32_t i = 0; i < m; i++) {
