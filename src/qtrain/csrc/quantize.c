@@ -135,18 +135,25 @@ static inline uint64_t splitmix64(uint64_t x) {
 }
 
 static int64_t run_rec(const qtrain_rec *r, uint64_t key) {
-    const float *src = r->x;
-    if (r->flags & 2) {
-        float lo = r->lo, hi = r->hi, *lat = r->latent;
+    if (!(r->flags & 2))
+        return qtrain_quantize_f32(r->x, r->out, r->n, 0, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
+                                   r->scale, (uint32_t)key, (uint32_t)(key >> 32));
+    /* BC: latent = clip(x), out = Q(latent), chunk by chunk so the latent is re-read from L1 */
+    float lo = r->lo, hi = r->hi;
+    int64_t bad = 0;
+    for (int64_t b = 0; b < r->n; b += 4096) {
+        int64_t m = r->n - b < 4096 ? r->n - b : 4096;
+        const float *x = r->x + b;
+        float *lat = r->latent + b;
 #pragma GCC ivdep
-        for (int64_t i = 0; i < r->n; i++) {
-            float xi = r->x[i];
+        for (int64_t i = 0; i < m; i++) {
+            float xi = x[i];
             lat[i] = xi < lo ? lo : (xi > hi ? hi : xi);  /* NaN stays NaN, as torch.clamp */
         }
-        src = lat;
+        bad += qtrain_quantize_f32(lat, r->out + b, m, b, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
+                                   r->scale, (uint32_t)key, (uint32_t)(key >> 32));
     }
-    return qtrain_quantize_f32(src, r->out, r->n, 0, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
-                               r->scale, (uint32_t)key, (uint32_t)(key >> 32));
+    return bad;
 }
 
 /* One record, read only (quantize() of one tensor); returns the count of entries without a level. */
