@@ -236,12 +236,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             swapped = float32_work(self.qparams)
             work = {}
             try:
-                if bc:  # the base step moves the latent weights ...
-                    same = [j for j, (p, lat) in enumerate(zip(self.qparams, self.latents)) if p.dtype == lat.dtype]
-                    if same:
-                        torch._foreach_copy_([self.qparams[j] for j in same], [self.latents[j] for j in same])
-                    for j in set(range(len(self.qparams))) - set(same):
-                        self.qparams[j].copy_(self.latents[j])
+                if bc and self.qparams:  # the base step moves the latent weights (one batched copy) ...
+                    torch._foreach_copy_(self.qparams, self.latents)
                 self.base.step()  # ... with the gradient taken at the quantized weights
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
