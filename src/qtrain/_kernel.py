@@ -17,6 +17,7 @@ import hashlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import tempfile
 import warnings
@@ -82,6 +83,39 @@ def _build() -> Optional[ctypes.CDLL]:
                   ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float,
                   ctypes.c_uint32, ctypes.c_uint32]
     return lib
+
+
+#: One packed record of ``csrc/quantize.c``'s ``qtrain_rec`` (80 bytes): x, out, latent pointers,
+#: n, mode, flags (1 bounded, 2 clamp into latent, 4 key from the step head), key (or index),
+#: delta, scale, kmin, kmax, clamp lo, hi, and the bad count the kernel writes back.
+REC = struct.Struct("=qqqqiiQffffffq")
+BAD_OFFSET = REC.size - 8
+
+
+@functools.lru_cache(maxsize=None)
+def rec_fns():
+    """``(one, many)``: the record entries, called with no ``argtypes`` (ctypes' per-argument
+    conversion costs ~0.25 µs an argument; a record is one pointer): ``one(bytes) -> bad`` and
+    ``many(address, count, head) -> bad``; ``None`` without the kernel."""
+    lib = get()
+    if lib is None or not hasattr(lib, "qtrain_quantize_recs"):
+        return None
+    one, many = lib.qtrain_quantize_rec, lib.qtrain_quantize_recs
+    one.restype = many.restype = ctypes.c_int64
+    many.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64]
+    return one, many
+
+
+@functools.lru_cache(maxsize=None)
+def nonfinite_fn():
+    """``f(bytes of (pointer, length) int64 pairs, c_int64(count)) -> 1`` if any of those float32
+    arrays holds NaN or inf, else ``0``; ``None`` without the kernel."""
+    lib = get()
+    if lib is None or not hasattr(lib, "qtrain_nonfinite_f32"):
+        return None
+    f = lib.qtrain_nonfinite_f32
+    f.restype = ctypes.c_int64
+    return f
 
 
 @functools.lru_cache(maxsize=None)

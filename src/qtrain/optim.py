@@ -47,7 +47,8 @@ from torch import nn
 from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
                              grad_values, needs_closure, store_exact)
 from .grid import Grid
-from .rng import resolve_key, step_keys, stream_key
+from ._packed import PackedRounding, grads_finite
+from .rng import M64, resolve_key, splitmix64, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
 
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
@@ -98,7 +99,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         seed: any integer; keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
-            (dense or sparse) holds NaN or inf (one batched norm over all gradients).
+            (dense or sparse) holds NaN or inf (one read of every gradient: a kernel call over the float32 CPU ones, a batched norm over the rest).
         diagnostics: keep the quantized weights of the step before (one copy of them, and of
             BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
             raises after the base step. Off by default: the step then copies nothing.
@@ -141,6 +142,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
+        self._packed = PackedRounding()
         self._unquantized: Optional[list] = [] if method in ("r", "sr") else None  # until the first step
         if method != "float":
             check_representable(self.names, self.qparams, self.grids)
@@ -185,12 +187,14 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         for key in ("names", "qparams", "grids", "latents"):
             state[key] = list(state[key])  # a shallow copy gets its own lists
         state["_diag"] = dict(state["_diag"])
+        state["_packed"] = PackedRounding()  # a cache of raw pointers: never shared, never pickled
         for key in _HOOKS:
             state[key] = OrderedDict(state[key])
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._packed = PackedRounding()
         self._patch_step_function()
 
     # -- the update ---------------------------------------------------------------------------
@@ -227,22 +231,26 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         stochastic = self.method == "sr" or (bc and self.bc_rounding == "stochastic")
         self.step_count += 1
         moved = []
-        keys = step_keys(self.seed, self.step_count, len(self.qparams)) if stochastic else None
+        head = splitmix64(splitmix64(self.seed & M64) ^ (self.step_count & M64))  # key i: sm(sm(head ^ i))
         try:
             swapped = float32_work(self.qparams)
             work = {}
             try:
-                if bc:
-                    for p, latent in zip(self.qparams, self.latents):
-                        p.copy_(latent)  # the base step moves the latent weights ...
+                if bc and self.qparams:  # the base step moves the latent weights (one batched copy) ...
+                    torch._foreach_copy_(self.qparams, self.latents)
                 self.base.step()  # ... with the gradient taken at the quantized weights
+                # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
+                done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
+                                                             stochastic, head, frozenset(swapped))
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+                    if i in done:
+                        continue
                     src = p
                     if bc:  # w_r <- clip(w_r + s_t): one pass into the latent tensor
                         src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
-                    quantize_into(src, p, g, stochastic, keys[i] if stochastic else 0)
+                    quantize_into(src, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0)
                 work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)
@@ -273,13 +281,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return store_exact(q, dtype, self.names[index], self.grids[index])
 
     def _check_grads(self) -> None:
-        grads = [grad_values(p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        norms = torch._foreach_norm(grads)  # one batched pass; NaN/inf propagate into the norms
-        if len({n.dtype for n in norms}) > 1:
-            norms = [n.float() for n in norms]
-        if bool(torch.stack(norms).isfinite().all()):
+        if grads_finite(p.grad for g in self.param_groups for p in g["params"]):  # one pass, one kernel call
             return
         qnames = {id(p): n for n, p in zip(self.names, self.qparams)}
         for gi, group in enumerate(self.param_groups):

@@ -26,35 +26,45 @@ static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
  * x, out point at element `start` of the logical tensor; n elements are processed. */
 /* One block of at most 2^20 elements: 32-bit lane index and counter, so the loops vectorize
  * without 64-bit lanes. */
+/* The two uniform-grid loops, with the quotient t = x / delta spelled QUOT: a power-of-two delta
+ * (whose reciprocal is a normal float) divides as x * (1/delta), the same exact scaling rounded
+ * once, so the same bits, without the vector division. */
+#define LOOP_NEAREST(QUOT) \
+    _Pragma("GCC ivdep") \
+    for (uint32_t i = 0; i < m; i++) { \
+        float xi = x[i], t = QUOT, a = fabsf(t), f = floorf(a); \
+        f = (a - f >= 0.5f) ? f + 1.0f : f; \
+        float k = copysignf(f, t); \
+        k = k < kmin ? kmin : k; \
+        k = k > kmax ? kmax : k; \
+        float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */ \
+        out[i] = o; \
+        bad += !(fabsf(o) <= FLT_MAX); \
+    }
+/* a value already on a level stays there, even when x/delta rounds off the integer */
+#define LOOP_STOCHASTIC(QUOT) \
+    _Pragma("GCC ivdep") \
+    for (uint32_t i = 0; i < m; i++) { \
+        float xi = x[i], t = QUOT, f = floorf(t), p = t - f; \
+        p = (xi == f * delta) ? 0.0f : p; \
+        p = (xi == (f + 1.0f) * delta) ? 1.0f : p; \
+        float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f; \
+        k = k < kmin ? kmin : k; \
+        k = k > kmax ? kmax : k; \
+        float o = (k + 0.0f) * delta; \
+        out[i] = o; \
+        bad += !(fabsf(o) <= FLT_MAX); \
+    }
+
 static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int mode, float delta,
                      float kmin, float kmax, float scale, uint32_t k0, uint32_t k1h) {
-    int32_t bad = 0;
+    int32_t bad = 0, e = 0;
+    int pow2 = frexpf(delta, &e) == 0.5f && e >= -120 && e <= 120;
+    float inv = pow2 ? ldexpf(1.0f, 1 - e) : 0.0f;
     if (mode == 0) {
-#pragma GCC ivdep
-        for (uint32_t i = 0; i < m; i++) {
-            float xi = x[i], t = xi / delta, a = fabsf(t), f = floorf(a);
-            f = (a - f >= 0.5f) ? f + 1.0f : f;
-            float k = copysignf(f, t);
-            k = k < kmin ? kmin : k;
-            k = k > kmax ? kmax : k;
-            float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */
-            out[i] = o;
-            bad += !(fabsf(o) <= FLT_MAX);
-        }
+        if (pow2) { LOOP_NEAREST(xi * inv) } else { LOOP_NEAREST(xi / delta) }
     } else if (mode == 1) {
-#pragma GCC ivdep
-        for (uint32_t i = 0; i < m; i++) {
-            float xi = x[i], t = xi / delta, f = floorf(t), p = t - f;
-            /* a value already on a level stays there, even when x/delta rounds off the integer */
-            p = (xi == f * delta) ? 0.0f : p;
-            p = (xi == (f + 1.0f) * delta) ? 1.0f : p;
-            float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f;
-            k = k < kmin ? kmin : k;
-            k = k > kmax ? kmax : k;
-            float o = (k + 0.0f) * delta;
-            out[i] = o;
-            bad += !(fabsf(o) <= FLT_MAX);
-        }
+        if (pow2) { LOOP_STOCHASTIC(xi * inv) } else { LOOP_STOCHASTIC(xi / delta) }
     } else if (mode == 2) {
 #pragma GCC ivdep
         for (uint32_t i = 0; i < m; i++) {
@@ -105,4 +115,79 @@ int64_t qtrain_quantize_f32(const float *x, float *out, int64_t n, int64_t start
         done += m;
     }
     return nan;
+}
+
+/* Packed records: one ctypes call rounds many tensors (few, cheap arguments; see qtrain/_kernel.py).
+ * flags: bit 0 bounded, bit 1 clamp x into latent first (BC: latent = clip(x), out = Q(latent)),
+ * bit 2 derive the key from the step head: key = splitmix64(splitmix64(head ^ index)). */
+typedef struct {
+    const float *x; float *out; float *latent; int64_t n;
+    int32_t mode, flags; uint64_t key;
+    float delta, scale, kmin, kmax, lo, hi;
+    int64_t bad;
+} qtrain_rec;
+
+static inline uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static int64_t run_rec(const qtrain_rec *r, uint64_t key) {
+    if (!(r->flags & 2))
+        return qtrain_quantize_f32(r->x, r->out, r->n, 0, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
+                                   r->scale, (uint32_t)key, (uint32_t)(key >> 32));
+    /* BC: latent = clip(x), out = Q(latent), chunk by chunk so the latent is re-read from L1 */
+    float lo = r->lo, hi = r->hi;
+    int64_t bad = 0;
+    for (int64_t b = 0; b < r->n; b += 4096) {
+        int64_t m = r->n - b < 4096 ? r->n - b : 4096;
+        const float *x = r->x + b;
+        float *lat = r->latent + b;
+#pragma GCC ivdep
+        for (int64_t i = 0; i < m; i++) {
+            float xi = x[i];
+            lat[i] = xi < lo ? lo : (xi > hi ? hi : xi);  /* NaN stays NaN, as torch.clamp */
+        }
+        bad += qtrain_quantize_f32(lat, r->out + b, m, b, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
+                                   r->scale, (uint32_t)key, (uint32_t)(key >> 32));
+    }
+    return bad;
+}
+
+/* One record, read only (quantize() of one tensor); returns the count of entries without a level. */
+int64_t qtrain_quantize_rec(const qtrain_rec *r) {
+    return run_rec(r, r->key);
+}
+
+/* count records; head: the step's shared key part (for flag 4, the record's key slot holds the
+ * parameter index). Writes each record's bad count; returns their sum. */
+int64_t qtrain_quantize_recs(qtrain_rec *recs, int64_t count, uint64_t head) {
+    int64_t total = 0;
+    for (int64_t j = 0; j < count; j++) {
+        qtrain_rec *r = recs + j;
+        uint64_t key = (r->flags & 4) ? splitmix64(splitmix64(head ^ r->key)) : r->key;
+        r->bad = run_rec(r, key);
+        total += r->bad;
+    }
+    return total;
+}
+
+/* 1 if any of `count` float32 arrays (ptrs_ns: pointer, length pairs) holds NaN or inf, else 0:
+ * an integer OR over the exponent bits (vectorizes; no float sum that could overflow). */
+int64_t qtrain_nonfinite_f32(const int64_t *ptrs_ns, int64_t count) {
+    for (int64_t j = 0; j < count; j++) {
+        const uint32_t *x = (const uint32_t *)(intptr_t)ptrs_ns[2 * j];
+        int64_t n = ptrs_ns[2 * j + 1];
+        uint32_t acc = 0;
+        for (int64_t b = 0; b < n; b += 1 << 16) {
+            int64_t m = n - b < (1 << 16) ? n - b : (1 << 16);
+            for (int64_t i = 0; i < m; i++)
+                acc |= ((x[b + i] & 0x7f800000u) == 0x7f800000u);
+            if (acc)
+                return 1;
+        }
+    }
+    return 0;
 }
