@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import List, Sequence
+from typing import Callable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
@@ -105,3 +105,42 @@ def store_exact(q: torch.Tensor, dtype: torch.dtype, name: str, grid: Grid) -> t
         raise ValueError(f"{bad} quantized entr{'y' if bad == 1 else 'ies'} of {name} on {grid!r} cannot be "
                          f"stored exactly in {dtype}; {_FIX}")
     return stored
+
+
+# -- the constructor's arguments -------------------------------------------------------------
+def named_params(params: Iterable) -> List[Tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` pairs of ``params`` (tensors or pairs; unnamed ones become ``param<i>``),
+    each tensor once; non-float tensors are refused."""
+    out, seen = [], set()
+    for i, item in enumerate(params):
+        name, p = item if isinstance(item, tuple) else (f"param{i}", item)
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"params must hold tensors or (name, tensor) pairs, got {type(p).__name__}")
+        if not p.is_floating_point():
+            raise ValueError(f"parameter {name!r} has dtype {p.dtype}; only floating-point tensors can be quantized")
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
+def check_grid_names(grid: Mapping, names: Sequence[str]) -> None:
+    """A grid dict must name exactly the quantized parameters."""
+    missing = [n for n in names if n not in grid]
+    extra = [k for k in grid if k not in set(names)]
+    if missing or extra:
+        what = f"no entry for {missing}" if missing else f"entries for names not in params: {extra}"
+        raise ValueError(f"grid dict has {what}; give one Grid per name in params (names: {list(names[:8])}"
+                         f"{' ...' if len(names) > 8 else ''})")
+
+
+def grid_for(grid: Union[Grid, Callable, Mapping], name: str, p: torch.Tensor) -> Grid:
+    """The grid of parameter ``name``: the one Grid, ``grid(p)``, or ``grid[name]``."""
+    if isinstance(grid, Mapping):
+        g = grid[name]
+    else:
+        g = grid(p) if callable(grid) and not isinstance(grid, Grid) else grid
+    if not isinstance(g, Grid):
+        raise TypeError(f"grid for {name!r} is {type(g).__name__}; expected a qtrain.Grid "
+                        "(or a callable returning one, or a dict of them)")
+    return g

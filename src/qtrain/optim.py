@@ -44,8 +44,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._optim_support import (LOW_PRECISION, as_int, check_representable, end_float32_work, float32_work,
-                             grad_values, needs_closure, store_exact)
+from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_representable, end_float32_work,
+                             float32_work, grad_values, grid_for, named_params, needs_closure, store_exact)
 from .grid import Grid
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -129,7 +129,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self._patch_step_function()
 
         owned = {id(p) for g in base.param_groups for p in g["params"]}
-        named = self._named(params if params is not None else [p for g in base.param_groups for p in g["params"]])
+        named = named_params(params if params is not None else [p for g in base.param_groups for p in g["params"]])
         for name, p in named:
             if id(p) not in owned:
                 raise ValueError(f"parameter {name!r} (shape {tuple(p.shape)}) is not in the base optimizer's param groups; "
@@ -137,8 +137,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self.names = [n for n, _ in named]
         self.qparams = [p for _, p in named]
         if isinstance(grid, Mapping):
-            self._check_grid_names(grid)
-        self.grids = [self._grid_for(grid, n, p) for n, p in named]
+            check_grid_names(grid, self.names)
+        self.grids = [grid_for(grid, n, p) for n, p in named]
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
@@ -376,37 +376,3 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 continue
             p.copy_(self._round(i, src, rounding, p.dtype))
         self._unquantized = None
-
-    # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _named(params: Iterable) -> List[Tuple[str, torch.Tensor]]:
-        out, seen = [], set()
-        for i, item in enumerate(params):
-            name, p = item if isinstance(item, tuple) else (f"param{i}", item)
-            if not isinstance(p, torch.Tensor):
-                raise TypeError(f"params must hold tensors or (name, tensor) pairs, got {type(p).__name__}")
-            if not p.is_floating_point():
-                raise ValueError(f"parameter {name!r} has dtype {p.dtype}; only floating-point tensors can be quantized")
-            if id(p) not in seen:
-                seen.add(id(p))
-                out.append((name, p))
-        return out
-
-    def _check_grid_names(self, grid: Mapping) -> None:
-        missing = [n for n in self.names if n not in grid]
-        extra = [k for k in grid if k not in set(self.names)]
-        if missing or extra:
-            what = f"no entry for {missing}" if missing else f"entries for names not in params: {extra}"
-            raise ValueError(f"grid dict has {what}; give one Grid per name in params (names: {self.names[:8]}"
-                             f"{' ...' if len(self.names) > 8 else ''})")
-
-    @staticmethod
-    def _grid_for(grid: GridSpec, name: str, p: torch.Tensor) -> Grid:
-        if isinstance(grid, Mapping):
-            g = grid[name]
-        else:
-            g = grid(p) if callable(grid) and not isinstance(grid, Grid) else grid
-        if not isinstance(g, Grid):
-            raise TypeError(f"grid for {name!r} is {type(g).__name__}; expected a qtrain.Grid "
-                            "(or a callable returning one, or a dict of them)")
-        return g
