@@ -55,6 +55,27 @@ def test_kernel_equals_eager(g, rounding):
     assert torch.equal(fast.view(torch.int32), slow.view(torch.int32))  # bit for bit, sign of zero included
 
 
+@pytest.mark.parametrize("delta", [2.0**-20, 2.0**-3, 1.0, 4.0, 2.0**20, 0.1])
+@pytest.mark.parametrize("bits", [None, 8])
+def test_kernel_equals_eager_on_levels_and_edges(delta, bits):
+    """The kernel skips SR's on-a-level tests when Δ = 2^-j (j >= 0) makes x/Δ exact; the bits
+    must still match the eager path: levels, huge quotients (|x/Δ| >= 2^24), subnormals, ±0, inf."""
+    if _kernel.get() is None:
+        pytest.skip("no C compiler: only the eager path exists")
+    g = Grid.uniform(delta, bits=bits)
+    d = torch.tensor(delta, dtype=torch.float32).item()
+    ks = torch.tensor([0, 1, -1, 7, -300, 2**23 - 1, 2**23, 2**24, 2**24 + 2, -(2**25), 2**30], dtype=torch.float64)
+    edges = torch.tensor([0.0, -0.0, 1e-40, -1e-45, 1.17e-38, 3e38, -3e38, float("inf"), -float("inf")], dtype=torch.float64)
+    x = torch.cat([ks * d, (ks + 0.5) * d, (ks + 0.25) * d, edges]).float()
+    x = torch.cat([x, torch.nextafter(x, torch.full_like(x, float("inf"))), torch.randn(5000) * d * 40])
+    if not g.bounded:
+        x = x[x.isfinite() & (x.abs() / d < 1e30)]
+    for key in (3, 12345):
+        fast = quantize(x, g, "stochastic", generator=key)
+        slow = _eager(x, g, True, resolve_key(key))
+        assert torch.equal(fast.view(torch.int32), slow.view(torch.int32)), (delta, bits, key)
+
+
 def _tie_values(g: Grid):
     d = torch.tensor(g.delta, dtype=torch.float32).item()
     return [(k + 0.5) * d for k in range(-6, 6)] + [k * d for k in range(-6, 6)] + [0.0, -0.0]

@@ -24,7 +24,7 @@ import torch
 
 from .grid import Grid
 
-__all__ = ["LOW_PRECISION", "as_int", "needs_closure", "grad_values", "float32_work", "end_float32_work",
+__all__ = ["LOW_PRECISION", "as_int", "needs_closure", "grad_values", "float32_work", "end_float32_work", "lend_latents", "return_latents",
            "check_representable", "store_exact"]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -79,6 +79,43 @@ def end_float32_work(params: Sequence[torch.Tensor], swapped: dict) -> None:
         p.grad = None
         p.data = data
         p.grad = grad
+
+
+def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], fits: dict) -> dict:
+    r"""BC: let each parameter hold its latent tensor for the base step (``p.data = latent``), so
+    the base optimizer moves :math:`w_r` itself and nothing is copied; returns
+    ``{index: own data}`` for :func:`return_latents`. A parameter whose latent differs in type,
+    dtype, device, shape or strides gets the latent copied into it instead (one batched copy).
+    ``fits`` caches that test per parameter, keyed by its storage address."""
+    own, copy_to, copy_from = {}, [], []
+    for i, (p, latent) in enumerate(zip(params, latents)):
+        ptr = p.data_ptr()
+        fit = fits.get(i)
+        if fit is None or fit[0] != ptr:
+            data = p.data
+            fit = fits[i] = (ptr, data.dtype is latent.dtype and data.shape == latent.shape and type(data) is torch.Tensor
+                             and type(latent) is torch.Tensor and data.device == latent.device
+                             and data.stride() == latent.stride())
+        if fit[1]:
+            own[i] = p.data
+            p.data = latent
+        else:
+            copy_to.append(p)
+            copy_from.append(latent)
+    if copy_to:
+        torch._foreach_copy_(copy_to, copy_from)
+    return own
+
+
+def return_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], own: dict) -> None:
+    """Undo :func:`lend_latents`: each parameter holds its own storage again. A base optimizer that
+    rebound ``p.data`` to a new tensor (instead of updating it in place) has its result copied
+    into the latent first, so no update is lost."""
+    for i, data in own.items():
+        p, latent = params[i], latents[i]
+        if p.data_ptr() != latent.data_ptr():
+            latent.copy_(p.data)
+        p.data = data
 
 
 def check_representable(names: List[str], params: Sequence[torch.Tensor], grids: List[Grid]) -> None:

@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_representable, end_float32_work,
-                             float32_work, grad_values, grid_for, named_params, needs_closure, store_exact)
+                             float32_work, grad_values, grid_for, lend_latents, named_params, needs_closure,
+                             return_latents, store_exact)
 from .grid import Grid
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -142,7 +143,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
-        self._packed = PackedRounding()
+        self._packed, self._fits = PackedRounding(), {}
         self._unquantized: Optional[list] = [] if method in ("r", "sr") else None  # until the first step
         if method != "float":
             check_representable(self.names, self.qparams, self.grids)
@@ -187,14 +188,14 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         for key in ("names", "qparams", "grids", "latents"):
             state[key] = list(state[key])  # a shallow copy gets its own lists
         state["_diag"] = dict(state["_diag"])
-        state["_packed"] = PackedRounding()  # a cache of raw pointers: never shared, never pickled
+        state["_packed"], state["_fits"] = PackedRounding(), {}  # caches of raw pointers: never shared, never pickled
         for key in _HOOKS:
             state[key] = OrderedDict(state[key])
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._packed = PackedRounding()
+        self._packed, self._fits = PackedRounding(), {}
         self._patch_step_function()
 
     # -- the update ---------------------------------------------------------------------------
@@ -205,8 +206,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         The closure (if any) runs once, before the update, at the quantized weights. A
         non-finite gradient raises before anything changes. The step is lean: R/SR round the
         updated weights in place (:math:`w \leftarrow Q(w + s_t)`, no temporary on the C-kernel
-        path, one per tensor elsewhere); BC clips into its latent weights and rounds them into
-        the parameter (``p.copy_(latent)`` before the base step is its only copy).
+        path, one per tensor elsewhere); for BC the parameter holds its latent tensor during the
+        base step (``p.data = latent``, then back: no copy), which is then clipped in place and
+        rounded into the parameter's own storage.
         With ``diagnostics=True`` the weights before the step are kept (one copy of the quantized
         tensors and of BC's latents per step): :meth:`diagnostics` reports the changes and, if
         anything raises after the base step (NaN or overflow in the update, a level a float16
@@ -234,20 +236,24 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         head = splitmix64(splitmix64(self.seed & M64) ^ (self.step_count & M64))  # key i: sm(sm(head ^ i))
         try:
             swapped = float32_work(self.qparams)
-            work = {}
+            work, lent = {}, {}
             try:
-                if bc and self.qparams:  # the base step moves the latent weights (one batched copy) ...
-                    torch._foreach_copy_(self.qparams, self.latents)
-                self.base.step()  # ... with the gradient taken at the quantized weights
+                lent = lend_latents(self.qparams, self.latents, self._fits) if bc else {}
+                try:  # BC: the base step moves the latent weights themselves ...
+                    self.base.step()  # ... with the gradient taken at the quantized weights
+                finally:
+                    return_latents(self.qparams, self.latents, lent)
+                src = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
-                                                             stochastic, head, frozenset(swapped))
+                                                             stochastic, head, frozenset(swapped), src)
                 for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
                     if i in done:
                         continue
                     src = p
-                    if bc:  # w_r <- clip(w_r + s_t): one pass into the latent tensor
-                        src = torch.clamp(p, *g.bounds(self.latents[i].dtype), out=self.latents[i])
+                    if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
+                        src = torch.clamp(self.latents[i] if i in lent else p, *g.bounds(self.latents[i].dtype),
+                                          out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
                     quantize_into(src, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0)

@@ -4,17 +4,26 @@
  * (float32 throughout, no FMA contraction), and the same counter-based random source
  * as qtrain/rng.py: u_i = (mix32(mix32(lo32(i) + k0) ^ (k1 + hi32(i))) >> 8) * 2^-24.
  * Each element is independent, so any split of [0, n) across threads gives the same bits.
- * Returns the number of entries without a finite level (the caller raises); out may equal x.
+ * Returns non-zero when an entry has no finite level (the caller raises); out may equal x.
  */
 #include <stdint.h>
 #include <math.h>
 #include <float.h>
+#include <string.h>
 
 static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16; x *= 0x7feb352dU;
     x ^= x >> 15; x *= 0x846ca68bU;
     x ^= x >> 16;
     return x;
+}
+
+/* bit 31 set when f is NaN or +-inf: (|f| bits) + 2^23 carries into bit 31 exactly when the
+ * exponent is all ones (an OR of these over a loop is one flag, without a counter) */
+static inline uint32_t exp_all_ones(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x7fffffffU) + 0x00800000U;
 }
 
 static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
@@ -39,32 +48,38 @@ static inline float unif(uint32_t lo, uint32_t k0, uint32_t k1h) {
         k = k > kmax ? kmax : k; \
         float o = (k + 0.0f) * delta;  /* + 0: one zero, +0, on every path */ \
         out[i] = o; \
-        bad += !(fabsf(o) <= FLT_MAX); \
+        nonfinite |= exp_all_ones(o); \
     }
-/* a value already on a level stays there, even when x/delta rounds off the integer */
-#define LOOP_STOCHASTIC(QUOT) \
+/* a value already on a level stays there, even when x/delta rounds off the integer (ON_LEVEL 1).
+ * With a power-of-two delta (2^-121 <= delta <= 2^119) every product k * delta is exact and x on a
+ * level gives t = x / delta exact, so t == f and p = 0 there (|t| >= 2^24: f + 1 == f), and the
+ * tests change no output (ON_LEVEL 0: the same bits, fewer ops). */
+#define LOOP_STOCHASTIC(QUOT, ON_LEVEL) \
     _Pragma("GCC ivdep") \
     for (uint32_t i = 0; i < m; i++) { \
         float xi = x[i], t = QUOT, f = floorf(t), p = t - f; \
-        p = (xi == f * delta) ? 0.0f : p; \
-        p = (xi == (f + 1.0f) * delta) ? 1.0f : p; \
+        if (ON_LEVEL) { \
+            p = (xi == f * delta) ? 0.0f : p; \
+            p = (xi == (f + 1.0f) * delta) ? 1.0f : p; \
+        } \
         float k = (unif(lo0 + i, k0, k1h) < p) ? f + 1.0f : f; \
         k = k < kmin ? kmin : k; \
         k = k > kmax ? kmax : k; \
         float o = (k + 0.0f) * delta; \
         out[i] = o; \
-        bad += !(fabsf(o) <= FLT_MAX); \
+        nonfinite |= exp_all_ones(o); \
     }
 
 static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int mode, float delta,
                      float kmin, float kmax, float scale, uint32_t k0, uint32_t k1h) {
     int32_t bad = 0, e = 0;
+    uint32_t nonfinite = 0;
     int pow2 = frexpf(delta, &e) == 0.5f && e >= -120 && e <= 120;
     float inv = pow2 ? ldexpf(1.0f, 1 - e) : 0.0f;
     if (mode == 0) {
         if (pow2) { LOOP_NEAREST(xi * inv) } else { LOOP_NEAREST(xi / delta) }
     } else if (mode == 1) {
-        if (pow2) { LOOP_STOCHASTIC(xi * inv) } else { LOOP_STOCHASTIC(xi / delta) }
+        if (pow2) { LOOP_STOCHASTIC(xi * inv, 0) } else { LOOP_STOCHASTIC(xi / delta, 1) }
     } else if (mode == 2) {
 #pragma GCC ivdep
         for (uint32_t i = 0; i < m; i++) {
@@ -83,7 +98,7 @@ static int32_t block(const float *x, float *out, uint32_t m, uint32_t lo0, int m
             bad += (xi != xi);
         }
     }
-    return bad;
+    return bad + (int32_t)(nonfinite >> 31);
 }
 
 static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
@@ -91,7 +106,7 @@ static int64_t segment(const float *x, float *out, int64_t n, uint32_t lo0,
                        uint32_t k0, uint32_t k1h) {
     /* out may be x itself (in-place rounding): each element is read before it is written, and
      * there is no dependence between iterations (ivdep), so the loops vectorize either way.
-     * Counted as bad: every non-finite output (NaN in; inf in on an unbounded grid; a finite
+     * Flagged as bad: every non-finite output (NaN in; inf in on an unbounded grid; a finite
      * x whose x/delta or k*delta overflows) on uniform grids, NaN inputs on binary ones. */
     int64_t bad = 0;
     if (!bounded) { kmin = -INFINITY; kmax = INFINITY; }  /* branch-free clamp (the loops vectorize) */
@@ -145,10 +160,19 @@ static int64_t run_rec(const qtrain_rec *r, uint64_t key) {
         int64_t m = r->n - b < 4096 ? r->n - b : 4096;
         const float *x = r->x + b;
         float *lat = r->latent + b;
+        if (r->x == r->latent) {  /* the base step moved the latent itself: write back clipped entries only */
 #pragma GCC ivdep
-        for (int64_t i = 0; i < m; i++) {
-            float xi = x[i];
-            lat[i] = xi < lo ? lo : (xi > hi ? hi : xi);  /* NaN stays NaN, as torch.clamp */
+            for (int64_t i = 0; i < m; i++) {
+                float xi = lat[i];
+                if (xi < lo) lat[i] = lo;
+                if (xi > hi) lat[i] = hi;
+            }
+        } else {
+#pragma GCC ivdep
+            for (int64_t i = 0; i < m; i++) {
+                float xi = x[i];
+                lat[i] = xi < lo ? lo : (xi > hi ? hi : xi);  /* NaN stays NaN, as torch.clamp */
+            }
         }
         bad += qtrain_quantize_f32(lat, r->out + b, m, b, r->mode, r->delta, r->flags & 1, r->kmin, r->kmax,
                                    r->scale, (uint32_t)key, (uint32_t)(key >> 32));
@@ -156,13 +180,13 @@ static int64_t run_rec(const qtrain_rec *r, uint64_t key) {
     return bad;
 }
 
-/* One record, read only (quantize() of one tensor); returns the count of entries without a level. */
+/* One record, read only (quantize() of one tensor); non-zero when an entry has no level. */
 int64_t qtrain_quantize_rec(const qtrain_rec *r) {
     return run_rec(r, r->key);
 }
 
 /* count records; head: the step's shared key part (for flag 4, the record's key slot holds the
- * parameter index). Writes each record's bad count; returns their sum. */
+ * parameter index). Writes each record's bad flag (non-zero: an entry had no level); returns their sum. */
 int64_t qtrain_quantize_recs(qtrain_rec *recs, int64_t count, uint64_t head) {
     int64_t total = 0;
     for (int64_t j = 0; j < count; j++) {

@@ -1,0 +1,118 @@
+"""BC's lean step: the base optimizer moves the latent weights in place of the parameter's own
+storage (``p.data = latent`` for the base step, then back), so nothing is copied. These check that
+the swap is invisible: the same bits as BC written out by hand, the parameter's storage, autograd
+hooks and grad accumulator intact, errors leave the parameter on its own storage, and base
+optimizers that rebind ``p.data`` or parameters whose latent cannot stand in still work."""
+import pytest
+import torch
+from torch import nn
+
+from qtrain import Grid, QuantizedOptimizer, quantize
+
+G = Grid.uniform(2**-4, bits=4)
+
+
+def reference_bc(w0, grads, lr):
+    """BC with plain SGD, written out: w_r <- clip(w_r - lr g), w_b = Q_d(w_r)."""
+    lo, hi = G.bounds(torch.float32)
+    wr = w0.clamp(lo, hi)
+    out = []
+    for g in grads:
+        wr = (wr - lr * g).clamp(lo, hi)
+        out.append(quantize(wr, G, "nearest"))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(37,), (300, 500), (5, 7)])
+def test_lent_latents_give_bc_written_out(shape):
+    torch.manual_seed(0)
+    w0 = torch.randn(shape) * 0.3
+    grads = [torch.randn(shape) for _ in range(4)]
+    p = nn.Parameter(w0.clone())
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G)
+    ptr = p.data_ptr()
+    for g, want in zip(grads, reference_bc(w0, grads, 0.05)):
+        p.grad = g.clone()
+        opt.step()
+        assert torch.equal(p.detach(), want)
+        assert p.data_ptr() == ptr and opt.latents[0].data_ptr() != ptr  # each keeps its own storage
+
+
+def test_non_contiguous_parameter_and_its_strides_survive():
+    torch.manual_seed(1)
+    w0 = torch.randn(6, 4)
+    p = nn.Parameter(w0.clone().t())  # strides (1, 4)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "bc", G)
+    g = torch.randn(4, 6)
+    p.grad = g.clone()
+    opt.step()
+    assert p.stride() == (1, 4) and torch.equal(p.detach(), reference_bc(w0.t(), [g], 0.1)[0])
+
+
+def test_grad_accumulator_hooks_survive_the_swap():
+    """DDP and FSDP hang their hooks on the grad accumulator: a swap that changed dtype or shape
+    would reset it. Same metadata keeps it, so the hook still fires after many steps."""
+    model = nn.Linear(8, 3)
+    fired = []
+    model.weight.register_post_accumulate_grad_hook(lambda t: fired.append(1))
+    opt = QuantizedOptimizer(torch.optim.Adam(model.parameters(), lr=0.01), "bc", G, params=[model.weight])
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 8)).square().mean().backward()
+        opt.step()
+    assert len(fired) == 3
+
+
+class Rebinding(torch.optim.Optimizer):
+    """An old-style optimizer that rebinds ``p.data`` instead of updating it in place."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.data = p.data - group["lr"] * p.grad
+
+
+def test_a_base_optimizer_that_rebinds_data_loses_no_update():
+    torch.manual_seed(2)
+    w0 = torch.randn(50) * 0.3
+    grads = [torch.randn(50) for _ in range(3)]
+    p = nn.Parameter(w0.clone())
+    opt = QuantizedOptimizer(Rebinding([p], lr=0.05), "bc", G)
+    for g, want in zip(grads, reference_bc(w0, grads, 0.05)):
+        p.grad = g.clone()
+        opt.step()
+        assert torch.equal(p.detach(), want)
+
+
+class Failing(torch.optim.SGD):
+    def step(self, closure=None):
+        super().step(closure)
+        raise RuntimeError("boom")
+
+
+def test_an_error_in_the_base_step_returns_the_parameter_its_storage():
+    p = nn.Parameter(torch.randn(40))
+    opt = QuantizedOptimizer(Failing([p], lr=0.1), "bc", G)
+    ptr, before = p.data_ptr(), p.detach().clone()
+    p.grad = torch.ones(40)
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step()
+    assert p.data_ptr() == ptr and torch.equal(p.detach(), before)
+
+
+def test_a_latent_that_cannot_stand_in_is_copied():
+    """float16 parameters keep float32 latents (another dtype): the copy path, same result."""
+    torch.manual_seed(3)
+    w0 = torch.randn(64) * 0.3
+    g = torch.randn(64)
+    p = nn.Parameter(w0.clone().half())
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G)
+    p.grad = g.half()
+    opt.step()
+    want = reference_bc(w0.half().float(), [g.half().float()], 0.05)[0]
+    assert p.dtype == torch.float16 and torch.equal(p.detach().float(), want)
