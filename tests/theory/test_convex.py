@@ -9,6 +9,7 @@ import torch
 
 from qtrain import Grid, quantize
 from qtrain.cli import main
+from qtrain.plots.theory import draw
 from qtrain.theory import convex
 
 
@@ -50,7 +51,9 @@ def test_batched_rounding_is_quantize_on_each_grid():
 
 def test_quick_run_reproduces_the_claims(tmp_path):
     r = convex.run(tmp_path, seed=0, quick=True)
-    assert (tmp_path / "convex.json").exists() and (tmp_path / "convex.png").exists()
+    assert (tmp_path / "convex.json").exists() and not (tmp_path / "convex.png").exists()  # run draws nothing
+    assert draw(r, tmp_path) == tmp_path / "convex.png" and (tmp_path / "convex.png").exists()
+    assert r["files"] == {"json": str(tmp_path / "convex.json"), "png": str(tmp_path / "convex.png")}
     keys = {"problem", "method", "delta", "T", "gap", "gap_stderr", "bound"}
     assert all(keys <= set(x) for x in r["results"])
     assert all((x["bound"] is None) == (x["method"] == "r") for x in r["results"])

@@ -7,6 +7,7 @@ import torch
 from scipy import integrate, stats
 
 from qtrain import Grid, quantize
+from qtrain.plots.theory import draw
 from qtrain.theory import markov, toy
 
 SIGMA = 2.0
@@ -95,7 +96,9 @@ def test_limit_and_squishing():
 
 def test_run_verdicts_and_files(tmp_path):
     r = markov.run(tmp_path, seed=0, quick=True, sim_steps=1_000_000)
-    assert (tmp_path / "markov.json").exists() and (tmp_path / "markov.png").exists()
+    assert (tmp_path / "markov.json").exists() and not (tmp_path / "markov.png").exists()
+    draw(r, tmp_path)
+    assert (tmp_path / "markov.png").exists() and r["files"]["png"] == str(tmp_path / "markov.png")
     assert r["tv_falls"] and r["pi_tilde_min"] > 0 and r["pi_tilde_max"] < 0.9
     assert r["tv_exact_vs_simulated"] < 0.02 and r["sim_agrees"]
     assert len(r["tv_to_limit"]) == len(r["alphas"]) == len(r["p_right_given_move"])

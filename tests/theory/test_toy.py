@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from qtrain.cli import main
+from qtrain.plots.theory import draw
 from qtrain.rng import resolve_key
 from qtrain.theory import _chain, toy
 
@@ -34,6 +35,8 @@ def test_run_shows_the_claims_and_is_deterministic(tmp_path):
         assert sum(rec["histogram"]) == pytest.approx(1.0)
     on_disk = json.loads((tmp_path / "toy.json").read_text())
     assert on_disk["results"][0]["histogram"] == r["results"][0]["histogram"]
+    assert not (tmp_path / "toy.png").exists()  # run computes; the caller draws
+    draw(r, tmp_path)
     assert (tmp_path / "toy.png").stat().st_size > 0
     again = toy.run(None, seed=3, lrs=[0.1], iters=50_000)
     once = toy.run(None, seed=3, lrs=[0.1], iters=50_000)
@@ -55,6 +58,7 @@ def test_bad_arguments():
 
 def test_cli(tmp_path, capsys):
     assert main(["toy", "--out", str(tmp_path), "--quick", "--iters", "20000", "--seed", "1"]) == 0
-    assert (tmp_path / "toy.json").exists() and str(tmp_path) in capsys.readouterr().out
+    assert (tmp_path / "toy.json").exists() and (tmp_path / "toy.png").stat().st_size > 0
+    assert f"wrote {tmp_path / 'toy.json'} and {tmp_path / 'toy.png'} in " in capsys.readouterr().out
     assert main(["toy", "--out", str(tmp_path), "--lrs", "0"]) == 2
     assert "learning rate" in capsys.readouterr().err

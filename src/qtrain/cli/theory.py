@@ -1,4 +1,8 @@
-"""``qtrain convex | toy | markov``: the poster's theory, one command each (see :mod:`qtrain.theory`)."""
+"""``qtrain convex | toy | markov``: the poster's theory, one command each (see :mod:`qtrain.theory`).
+
+Each runs ``qtrain.theory.<name>.run`` (which writes ``<name>.json``) and then draws ``<name>.png``
+beside it with :func:`qtrain.plots.theory.draw`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +15,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="reduced workload (seconds; used by tests and reproduce)")
 
 
-def _done(name: str, record: dict, t0: float, summary: str) -> int:
+def _done(name: str, record: dict, out: str, t0: float, summary: str) -> int:
+    from qtrain.plots.theory import draw
+
+    draw(record, out)
     print(f"qtrain {name}: {summary}")
     print(f"qtrain {name}: wrote {record['files']['json']} and {record['files']['png']} "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -27,7 +34,8 @@ def _convex(args) -> int:
     r = convex.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, deltas=args.deltas, T=args.T,
                    seeds=args.seeds)
     slopes = ", ".join(f"{k} {v:.2f}" for k, v in r["sr_floor_slope"].items() if v is not None)
-    return _done("convex", r, t0, f"SR floor slope vs Δ: {slopes}; all gaps under bounds: {r['all_under_bound']}"
+    return _done("convex", r, args.out, t0,
+                 f"SR floor slope vs Δ: {slopes}; all gaps under bounds: {r['all_under_bound']}"
                  + ("" if r["all_under_bound"] else f" ({len(r['over_bound'])} over, see over_bound)"))
 
 
@@ -40,7 +48,8 @@ def _convex_float(args, t0) -> int:
                          formats=None if args.grid == "float" else [args.grid])
     rows = "; ".join(f"{x['problem']} {x['format']}: SR {x['sr_float_gap']:.2e} vs uniform(Δ_eff={x['delta_eff']:.1e}) "
                      f"{x['sr_uniform_gap']:.2e}" for x in r["rows"])
-    return _done("convex", r, t0, f"SR gap at T={r['T']}: {rows}; under Theorem 1's bound: {r['all_under_bound']}")
+    return _done("convex", r, args.out, t0,
+                 f"SR gap at T={r['T']}: {rows}; under Theorem 1's bound: {r['all_under_bound']}")
 
 
 def _toy(args) -> int:
@@ -49,7 +58,8 @@ def _toy(args) -> int:
     t0 = time.perf_counter()
     r = toy.run(args.out, seed=args.seed, quick=args.quick, lrs=args.lrs, iters=args.iters, sigma=args.sigma)
     fmt = lambda v: " ".join(f"{x:.3f}" for x in v)  # noqa: E731
-    return _done("toy", r, t0, f"mass at minimizer, lr {r['lrs_descending']}: BC {fmt(r['bc_mass_at_min_by_lr'])}; "
+    return _done("toy", r, args.out, t0,
+                 f"mass at minimizer, lr {r['lrs_descending']}: BC {fmt(r['bc_mass_at_min_by_lr'])}; "
                  f"SR {fmt(r['sr_mass_at_min_by_lr'])}")
 
 
@@ -59,7 +69,8 @@ def _markov(args) -> int:
     t0 = time.perf_counter()
     r = markov.run(args.out, seed=args.seed, quick=args.quick, alphas=args.alphas, alpha_sim=args.alpha_sim,
                    sim_steps=args.sim_steps)
-    return _done("markov", r, t0, f"TV(pi_alpha, pi_tilde) at alpha={r['alphas'][-1]:g}: {r['tv_to_limit'][-1]:.2e}; "
+    return _done("markov", r, args.out, t0,
+                 f"TV(pi_alpha, pi_tilde) at alpha={r['alphas'][-1]:g}: {r['tv_to_limit'][-1]:.2e}; "
                  f"pi_tilde in [{r['pi_tilde_min']:.2e}, {r['pi_tilde_max']:.3f}]; "
                  f"TV exact vs simulated {r['tv_exact_vs_simulated']:.4f}")
 

@@ -38,6 +38,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     ``command`` (the command line, if any) is recorded in the report. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
     """
+    from ..plots.theory import draw
     from ..theory import convex, markov, toy
 
     if scale not in ("quick", "mini", "paper"):
@@ -61,6 +62,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         else:
             module = {"convex": convex, "toy": toy, "markov": markov}[part]
             results[part] = module.run(str(out / "theory"), seed=seed, quick=quick)
+            draw(results[part], out / "theory")
         times[part] = time.perf_counter() - t0
         log(f"   {part} done in {times[part]:.1f} s")
     t1 = results["table1"]

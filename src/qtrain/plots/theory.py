@@ -1,4 +1,5 @@
-"""Figures for :mod:`qtrain.theory`: one function per command, each ``(record, path) -> path``.
+"""Figures for :mod:`qtrain.theory`: one function per command, each ``(record, path) -> path``,
+and :func:`draw`, the entry point the callers use after ``run(...)``.
 
 matplotlib is imported inside the functions (Agg backend) so ``import qtrain`` stays light.
 """
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from .._io import atomic_savefig
 
-__all__ = ["plot_convex", "plot_toy", "plot_markov"]
+__all__ = ["draw", "plot_convex", "plot_toy", "plot_markov"]
 
 COLORS = {"r": "tab:red", "sr": "tab:orange", "bc": "tab:blue", "bc_d": "tab:cyan"}
 LABELS = {"r": "R (Q_d)", "sr": "SR (Q_s)", "bc": "BC, w_b = Q_s(w_r)", "bc_d": "BC, w_b = Q_d(w_r)"}
@@ -28,6 +29,28 @@ def _save(fig, path) -> Path:
     atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path
+
+
+def draw(record: dict, out_dir) -> Path:
+    """Draw the figure of a theory record (``record["name"]``: convex, convex_float, toy or markov)
+    to ``out_dir/<name>.png``, atomically; add its path as ``record["files"]["png"]`` and return it.
+
+    The commands call it after ``run(...)``, which writes ``<name>.json`` to the same folder.
+    """
+    name = record.get("name")
+    if name == "convex_float":
+        from .convex_float import plot_convex_float as plot
+    else:
+        plot = {"convex": plot_convex, "toy": plot_toy, "markov": plot_markov}.get(name)
+    if plot is None:
+        raise ValueError(f"no figure for a theory record named {name!r}: convex, convex_float, toy or markov")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; pass a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot(record, out / f"{name}.png")
+    record.setdefault("files", {})["png"] = str(png)
+    return png
 
 
 def _gap_curves(ax, res, methods, fixed, x):

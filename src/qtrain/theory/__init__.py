@@ -5,8 +5,10 @@ r"""The poster's theory, runnable.
 * :mod:`qtrain.theory.markov` -- Theorem 5, SR as a Markov chain (``qtrain markov``).
 
 Each module has ``run(out_dir=None, seed=0, quick=False, ...) -> dict``: it returns the
-record it writes to ``out_dir/<name>.json`` (atomically) next to ``out_dir/<name>.png``.
-Submodules are imported on demand so ``import qtrain`` stays light.
+record it writes (with ``out_dir``) to ``out_dir/<name>.json``, atomically. Computation only:
+nothing here imports plotting; the figure ``<name>.png`` is drawn by the caller (the commands)
+with :func:`qtrain.plots.theory.draw`. Submodules are imported on demand so ``import qtrain``
+stays light.
 """
 from __future__ import annotations
 
@@ -33,17 +35,15 @@ def single_thread():
         torch.set_num_threads(n)
 
 
-def finish(name: str, record: dict, out_dir: Optional[str], plot) -> dict:
-    """Return ``record`` made JSON-safe; with ``out_dir`` also write ``<name>.json`` and, via
-    ``plot(record, png_path)``, ``<name>.png``. Paths are added under ``record["files"]``."""
+def finish(name: str, record: dict, out_dir: Optional[str]) -> dict:
+    """Return ``record`` made JSON-safe; with ``out_dir`` also write ``<name>.json`` there
+    (atomically) and record its path as ``record["files"]["json"]``."""
     record = json_safe(record)
     if out_dir is not None:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"--out {out} is a file; pass a directory")
         out.mkdir(parents=True, exist_ok=True)
-        png = out / f"{name}.png"
-        record["files"] = {"json": str(out / f"{name}.json"), "png": str(png)}
-        plot(record, png)
+        record["files"] = {"json": str(out / f"{name}.json")}
         atomic_write_json(out / f"{name}.json", record)
     return record

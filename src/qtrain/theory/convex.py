@@ -274,5 +274,4 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: in
         "all_under_bound": not over, "over_bound": over, "plot_delta": deltas[len(deltas) // 2],
         "seconds": time.perf_counter() - t0,
     }
-    from ..plots.theory import plot_convex
-    return finish("convex", record, out_dir, plot_convex)
+    return finish("convex", record, out_dir)

@@ -129,5 +129,4 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: in
               "formats": formats, "problems": list(problems), "step_size": "alpha_t = 1/(mu (t+1))",
               "rows": rows, "curves": curves, "all_under_bound": all(r["sr_float_gap"] <= r["bound_box"] for r in rows),
               "seconds": time.perf_counter() - t0}
-    from ..plots.convex_float import plot_convex_float
-    return finish("convex_float", record, out_dir, plot_convex_float)
+    return finish("convex_float", record, out_dir)

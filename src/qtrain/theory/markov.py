@@ -272,5 +272,4 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, alpha
         "tv_falls": bool(tvs[int(np.argmin(alphas))] < min(0.02, tvs[int(np.argmax(alphas))])),
         "sim_agrees": bool(tv(pi_sim, hist) < 0.02), "product_grid": pg, "seconds": time.perf_counter() - t0,
     }
-    from ..plots.theory import plot_markov
-    return finish("markov", record, out_dir, plot_markov)
+    return finish("markov", record, out_dir)

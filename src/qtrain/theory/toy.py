@@ -135,5 +135,4 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, lrs: 
         "seconds": seconds, "engine": "compiled loop + qtrain rounding kernel" if fast_available() else "python",
         "curve": {"x": np.linspace(levels[0], levels[-1], 400), "f": objective(np.linspace(levels[0], levels[-1], 400))},
     }
-    from ..plots.theory import plot_toy
-    return finish("toy", record, out_dir, plot_toy)
+    return finish("toy", record, out_dir)
