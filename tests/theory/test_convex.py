@@ -86,3 +86,16 @@ def test_bad_arguments(capsys):
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_one_delta_draws_and_reports_no_slope(tmp_path):
+    from qtrain.plots.theory import draw
+
+    r = convex.run(str(tmp_path), deltas=[0.25], T=200, seeds=2, problems=("quadratic",))
+    assert r["sr_floor_slope"] == {"quadratic": None}
+    assert draw(r, tmp_path).exists()
+
+
+def test_too_short_a_run_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"T=50 is too short.*T >= 100"):
+        convex.run(T=50)

@@ -33,7 +33,7 @@ def _convex(args) -> int:
         return _convex_float(args, t0)
     r = convex.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, deltas=args.deltas, T=args.T,
                    seeds=args.seeds)
-    slopes = ", ".join(f"{k} {v:.2f}" for k, v in r["sr_floor_slope"].items() if v is not None)
+    slopes = ", ".join(f"{k} {v:.2f}" for k, v in r["sr_floor_slope"].items() if v is not None) or "n/a (one Δ)"
     return _done("convex", r, args.out, t0,
                  f"SR floor slope vs Δ: {slopes}; all gaps under bounds: {r['all_under_bound']}"
                  + ("" if r["all_under_bound"] else f" ({len(r['over_bound'])} over, see over_bound)"))

@@ -82,7 +82,7 @@ def plot_convex(record: dict, path) -> Path:
         Tmax = max(r["T"] for r in res)
         _gap_curves(ax, res, record["methods"], fixed=("T", Tmax), x="delta")
         ax.set(xscale="log", yscale="log", xlabel="Δ", ylabel=f"gap at T = {Tmax}",
-               title=f"{prob}: floor vs Δ (SR slope {record['sr_floor_slope'].get(prob, float('nan')):.2f})")
+               title=f"{prob}: floor vs Δ (SR slope {_fmt(record['sr_floor_slope'].get(prob))})")
     fig.suptitle("Theorems 1 & 4, Corollary 1: R stalls, SR floors with Δ, BC (Q_s) on a quadratic has no floor")
     fig.tight_layout()
     return _save(fig, path)
@@ -142,3 +142,8 @@ def plot_markov(record: dict, path) -> Path:
     ax[2].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _fmt(slope) -> str:
+    """A log-log slope for a title; there is none with a single Δ."""
+    return "n/a: one Δ" if slope is None else f"{slope:.2f}"

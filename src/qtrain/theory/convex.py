@@ -232,6 +232,9 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: in
     """
     deltas = _check_deltas(DEFAULT_DELTAS if deltas is None else deltas)
     T = int(T or (2_000 if quick else 20_000))
+    if T < 100:
+        raise ValueError(f"T={T} is too short: the verdicts compare the gap at T with the gap at T/10 "
+                         "(evaluated from step 10 on); pass T >= 100")
     seeds = int(seeds or (16 if quick else 64))
     t0, results, info = time.perf_counter(), [], []
     for p_i, name in enumerate(problems):
