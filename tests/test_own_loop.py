@@ -66,10 +66,11 @@ def test_autocast_keeps_float32_weights_on_the_grid():
     assert on_grid(m) and all(p.dtype == torch.float32 for p in m.parameters())
 
 
-def test_compiled_model_trains_bit_for_bit_like_eager():
+@pytest.mark.parametrize("method", ["sr", "bc"])  # bc: the parameters hold their latents during each base step
+def test_compiled_model_trains_bit_for_bit_like_eager(method):
     a, b = tiny_net(), tiny_net()
-    opt_a = QuantizedOptimizer(torch.optim.Adam(a.parameters(), lr=0.01), "sr", G, params=named_conv_weights(a))
-    opt_b = QuantizedOptimizer(torch.optim.Adam(b.parameters(), lr=0.01), "sr", G, params=named_conv_weights(b))
+    opt_a = QuantizedOptimizer(torch.optim.Adam(a.parameters(), lr=0.01), method, G, params=named_conv_weights(a))
+    opt_b = QuantizedOptimizer(torch.optim.Adam(b.parameters(), lr=0.01), method, G, params=named_conv_weights(b))
     run(a, opt_a, batches(3))
     run(b, opt_b, batches(3), net=torch.compile(b, backend="eager"))  # weights change in place between calls
     assert torch.equal(flat(a), flat(b)) and on_grid(b)
