@@ -116,3 +116,92 @@ def test_a_latent_that_cannot_stand_in_is_copied():
     opt.step()
     want = reference_bc(w0.half().float(), [g.half().float()], 0.05)[0]
     assert p.dtype == torch.float16 and torch.equal(p.detach().float(), want)
+
+
+def test_an_error_while_lending_gives_every_parameter_its_storage_back():
+    """The user resized ``b`` so its latent cannot be copied in: the step raises, and ``a`` (lent
+    first) must not stay on its latent's storage, or BC would round its latent in place forever."""
+    torch.manual_seed(4)
+    a, b = nn.Parameter(torch.randn(10) * 0.3), nn.Parameter(torch.randn(10) * 0.3)
+    opt = QuantizedOptimizer(torch.optim.SGD([a, b], lr=0.01), "bc", G)
+    a_ptr, b_saved = a.data_ptr(), b.data
+    b.data = torch.zeros(12)
+    a.grad, b.grad = torch.ones(10), torch.ones(12)
+    with pytest.raises(RuntimeError):
+        opt.step()
+    assert a.data_ptr() == a_ptr and a.data_ptr() != opt.latents[0].data_ptr()
+    b.data = b_saved
+    a.grad, b.grad = torch.full((10,), 1e-3), torch.full((10,), 1e-3)
+    opt.step()
+    assert a.data_ptr() == a_ptr and not torch.equal(opt.latents[0], a.detach())  # the latent stays off the grid
+
+
+class RebindingBadly(Rebinding):
+    """Rebinds ``p.data`` to a tensor of another shape: copying it back into the latent fails."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data = p.data[:-1] - group["lr"]
+
+
+def test_an_error_while_returning_still_gives_every_parameter_its_storage_back():
+    a, b = nn.Parameter(torch.randn(10)), nn.Parameter(torch.randn(10))
+    opt = QuantizedOptimizer(RebindingBadly([a, b], lr=0.1), "bc", G)
+    ptrs = a.data_ptr(), b.data_ptr()
+    a.grad, b.grad = torch.ones(10), torch.ones(10)
+    with pytest.raises(RuntimeError):
+        opt.step()
+    assert (a.data_ptr(), b.data_ptr()) == ptrs and a.shape == b.shape == (10,)
+
+
+def test_a_parameter_viewed_with_another_shape_at_the_same_address_is_copied_not_lent():
+    p = nn.Parameter(torch.randn(20) * 0.3)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.01), "bc", G)
+    p.grad = torch.ones(20)
+    opt.step()
+    p.data = p.data.view(1, 20)  # same data_ptr, another shape
+    p.grad = torch.ones(1, 20)
+    opt.step()
+    assert p.shape == (1, 20) and torch.equal(p.detach().view(-1), quantize(opt.latents[0], G, "nearest"))
+
+
+def test_parameters_in_a_shared_buffer_are_copied_not_lent(tmp_path):
+    """ZeRO's ``parameters_as_bucket_view`` makes each parameter a view of a bucket that it
+    broadcasts after the local step: the update must land in the parameter's (bucket) storage, not
+    in a lent latent, or the other ranks would receive the old weights."""
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(5)
+        m = nn.Linear(6, 4, bias=False)
+        base = ZeroRedundancyOptimizer(m.parameters(), optimizer_class=torch.optim.SGD, lr=0.1,
+                                       parameters_as_bucket_view=True)
+        opt = QuantizedOptimizer(base, "bc", G)
+        sent, broadcast = [], dist.broadcast
+
+        def spy(tensor, *args, **kwargs):
+            sent.append(tensor.detach().clone())
+            return broadcast(tensor, *args, **kwargs)
+
+        dist.broadcast = spy
+        try:
+            wr0 = opt.latents[0].clone()
+            m.weight.grad = torch.ones(4, 6)
+            opt.step()
+        finally:
+            dist.broadcast = broadcast
+        assert torch.equal(sent[0][:24].view(4, 6), wr0 - 0.1)  # the base step's update is what was sent
+        assert torch.equal(m.weight.detach(), quantize(opt.latents[0], G, "nearest"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_x86_vector_option_is_only_given_on_x86():
+    from qtrain._kernel import compiler_flags
+
+    assert "-mprefer-vector-width=512" in compiler_flags("x86_64")
+    assert not any(f.startswith("-mprefer-vector-width") for f in compiler_flags("aarch64"))

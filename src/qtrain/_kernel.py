@@ -28,7 +28,19 @@ from typing import List, Optional
 import torch
 
 _SRC = Path(__file__).with_name("csrc") / "quantize.c"
-_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas", "-fPIC", "-shared"]
+
+
+def compiler_flags(machine: Optional[str] = None) -> List[str]:
+    """The kernels' C flags on ``machine`` (default: this one). On x86-64 the vectors are 512 bits
+    wide where the CPU has AVX-512 (measured faster here); gcc refuses that option elsewhere."""
+    flags = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+             "-Wno-unknown-pragmas", "-fPIC", "-shared"]
+    if (machine or platform.machine()).lower() in ("x86_64", "amd64"):
+        flags.insert(2, "-mprefer-vector-width=512")
+    return flags
+
+
+_FLAGS = compiler_flags()
 _pool: Optional[ThreadPoolExecutor] = None
 _MIN_PER_THREAD = 1 << 16
 

@@ -81,41 +81,68 @@ def end_float32_work(params: Sequence[torch.Tensor], swapped: dict) -> None:
         p.grad = grad
 
 
+def _owns_storage(t: torch.Tensor) -> bool:
+    """True when ``t`` alone uses its storage, all of it: no bucket, flat parameter or other tensor
+    (ZeRO's ``parameters_as_bucket_view``, FSDP, a kept ``.data``) reads or writes the same memory.
+    Unknown (torch without the use count) counts as shared: the latent is then copied."""
+    storage = t.untyped_storage()
+    if t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size():
+        return False
+    try:  # references: t's own and the storage object just asked for
+        return torch._C._storage_Use_Count(storage._cdata) <= 2
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
 def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], fits: dict) -> dict:
     r"""BC: let each parameter hold its latent tensor for the base step (``p.data = latent``), so
     the base optimizer moves :math:`w_r` itself and nothing is copied; returns
     ``{index: own data}`` for :func:`return_latents`. A parameter whose latent differs in type,
-    dtype, device, shape or strides gets the latent copied into it instead (one batched copy).
-    ``fits`` caches that test per parameter, keyed by its storage address."""
+    dtype, device, shape or strides, or whose storage is part of a larger buffer (a bucket that
+    the base optimizer communicates), gets the latent copied into it instead (one batched copy).
+    ``fits`` caches that test per parameter, keyed by its address, shape and dtype. If anything
+    raises, every parameter already lent is given its own storage back first."""
     own, copy_to, copy_from = {}, [], []
-    for i, (p, latent) in enumerate(zip(params, latents)):
-        ptr = p.data_ptr()
-        fit = fits.get(i)
-        if fit is None or fit[0] != ptr:
-            data = p.data
-            fit = fits[i] = (ptr, data.dtype is latent.dtype and data.shape == latent.shape and type(data) is torch.Tensor
-                             and type(latent) is torch.Tensor and data.device == latent.device
-                             and data.stride() == latent.stride())
-        if fit[1]:
-            own[i] = p.data
-            p.data = latent
-        else:
-            copy_to.append(p)
-            copy_from.append(latent)
-    if copy_to:
-        torch._foreach_copy_(copy_to, copy_from)
+    try:
+        for i, (p, latent) in enumerate(zip(params, latents)):
+            key = (p.data_ptr(), p.shape, p.dtype)
+            fit = fits.get(i)
+            if fit is None or fit[0] != key:
+                alone = _owns_storage(p)  # before p.data makes an alias of its own
+                data = p.data
+                fit = fits[i] = (key, alone and data.dtype is latent.dtype and data.shape == latent.shape
+                                 and type(data) is torch.Tensor and type(latent) is torch.Tensor
+                                 and data.device == latent.device and data.stride() == latent.stride())
+            if fit[1]:
+                own[i] = p.data
+                p.data = latent
+            else:
+                copy_to.append(p)
+                copy_from.append(latent)
+        if copy_to:
+            torch._foreach_copy_(copy_to, copy_from)
+    except BaseException:
+        return_latents(params, latents, own, copy_back=False)
+        raise
     return own
 
 
-def return_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], own: dict) -> None:
-    """Undo :func:`lend_latents`: each parameter holds its own storage again. A base optimizer that
-    rebound ``p.data`` to a new tensor (instead of updating it in place) has its result copied
-    into the latent first, so no update is lost."""
+def return_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], own: dict,
+                   copy_back: bool = True) -> None:
+    """Undo :func:`lend_latents`: each parameter holds its own storage again, whatever raises. A
+    base optimizer that rebound ``p.data`` to a new tensor (instead of updating it in place) has
+    its result copied into the latent first, so no update is lost."""
+    error = None
     for i, data in own.items():
         p, latent = params[i], latents[i]
-        if p.data_ptr() != latent.data_ptr():
-            latent.copy_(p.data)
+        try:
+            if copy_back and p.data_ptr() != latent.data_ptr():
+                latent.copy_(p.data)
+        except BaseException as e:  # still give every parameter its storage back; raise after
+            error = error or e
         p.data = data
+    if error is not None:
+        raise error
 
 
 def check_representable(names: List[str], params: Sequence[torch.Tensor], grids: List[Grid]) -> None:
