@@ -127,7 +127,7 @@ def test_an_error_while_lending_gives_every_parameter_its_storage_back():
     a_ptr, b_saved = a.data_ptr(), b.data
     b.data = torch.zeros(12)
     a.grad, b.grad = torch.ones(10), torch.ones(12)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"'param1' is now torch.float32 on cpu with 12 entries.*resized"):
         opt.step()
     assert a.data_ptr() == a_ptr and a.data_ptr() != opt.latents[0].data_ptr()
     b.data = b_saved
@@ -205,3 +205,19 @@ def test_the_x86_vector_option_is_only_given_on_x86():
 
     assert "-mprefer-vector-width=512" in compiler_flags("x86_64")
     assert not any(f.startswith("-mprefer-vector-width") for f in compiler_flags("aarch64"))
+
+
+@pytest.mark.parametrize("change", ["double", "resize"])
+def test_a_parameter_cast_after_the_optimizer_was_built_is_refused_in_one_line(change):
+    m = nn.Linear(4, 3)
+    opt = QuantizedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), "bc", G, params=[("fc.weight", m.weight)])
+    if change == "double":
+        m.double()
+        m.weight.grad = torch.ones(3, 4, dtype=torch.float64)
+    else:
+        m.weight.data = torch.zeros(5, 4)
+        m.weight.grad = torch.ones(5, 4)
+    before = m.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"^parameter 'fc.weight' is now .*build the optimizer after") as e:
+        opt.step()
+    assert "\n" not in str(e.value) and torch.equal(m.weight.detach(), before)

@@ -136,6 +136,18 @@ def test_deepcopy_and_pickle_give_an_independent_working_optimizer(how, method):
     assert torch.equal(flat(m), flat(m2)) and opt2.step_count == 6
 
 
+def test_pickle_with_an_lr_scheduler_attached():
+    """A scheduler wraps ``opt.step`` on the instance; like torch's optimizers, the pickle leaves it out."""
+    m = tiny_net()
+    opt = build(m, "sr")
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    train(m, opt, batches(1))
+    sched.step()
+    m2, opt2 = pickle.loads(pickle.dumps((m, opt)))
+    train(m2, opt2, batches(2)[1:])
+    assert opt2.step_count == 2
+
+
 def test_shallow_copy_shares_base_and_parameters_but_not_its_counters():
     m = tiny_net()
     opt = build(m, "sr")

@@ -96,3 +96,6 @@ def test_grads_finite():
                          torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,))])
     assert not grads_finite([torch.tensor([1.0, float("nan")], dtype=torch.float64)])
     assert not grads_finite([torch.sparse_coo_tensor([[1]], [float("inf")], (4,))])
+    # uncoalesced: two finite entries at one index sum to inf, as the base step would sum them
+    assert not grads_finite([torch.sparse_coo_tensor([[2, 2]], [3e38, 3e38], (4,))])
+    assert grads_finite([torch.sparse_coo_tensor([[2, 2]], [3e38, -3e38], (4,))])

@@ -51,10 +51,13 @@ def needs_closure(base: torch.optim.Optimizer) -> bool:
 
 
 def grad_values(grad: torch.Tensor) -> torch.Tensor:
-    """The stored entries of a gradient: itself when dense, the values of a sparse one."""
+    """The entries of a gradient: itself when dense, the values of a sparse one (an uncoalesced COO
+    gradient is coalesced first: duplicate finite entries can sum to inf, as the base step sums them)."""
     if grad.layout == torch.strided:
         return grad
-    return grad._values() if grad.layout == torch.sparse_coo else grad.values()
+    if grad.layout == torch.sparse_coo:
+        return (grad if grad.is_coalesced() else grad.coalesce())._values()
+    return grad.values()
 
 
 def float32_work(params: Sequence[torch.Tensor]) -> dict:
@@ -94,13 +97,15 @@ def _owns_storage(t: torch.Tensor) -> bool:
         return False
 
 
-def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], fits: dict) -> dict:
+def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor], fits: dict,
+                 names: Sequence[str]) -> dict:
     r"""BC: let each parameter hold its latent tensor for the base step (``p.data = latent``), so
     the base optimizer moves :math:`w_r` itself and nothing is copied; returns
     ``{index: own data}`` for :func:`return_latents`. A parameter whose latent differs in type,
     dtype, device, shape or strides, or whose storage is part of a larger buffer (a bucket that
     the base optimizer communicates), gets the latent copied into it instead (one batched copy).
-    ``fits`` caches that test per parameter, keyed by its address, shape and dtype. If anything
+    ``fits`` caches that test per parameter, keyed by its address, shape and dtype. A parameter
+    cast, moved or resized since the latents were made is refused in one line. If anything
     raises, every parameter already lent is given its own storage back first."""
     own, copy_to, copy_from = {}, [], []
     try:
@@ -110,6 +115,12 @@ def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor]
             if fit is None or fit[0] != key:
                 alone = _owns_storage(p)  # before p.data makes an alias of its own
                 data = p.data
+                if data.dtype is not latent.dtype or data.device != latent.device or data.numel() != latent.numel():
+                    raise ValueError(
+                        f"parameter {names[i]!r} is now {data.dtype} on {data.device} with {data.numel()} entries, "
+                        f"but its BC latent weights are {latent.dtype} on {latent.device} with {latent.numel()}: the "
+                        "model was cast, moved or resized after QuantizedOptimizer was built; build the optimizer "
+                        "after model.to(...)/.double(), or load the old one's state_dict into a new one")
                 fit = fits[i] = (key, alone and data.dtype is latent.dtype and data.shape == latent.shape
                                  and type(data) is torch.Tensor and type(latent) is torch.Tensor
                                  and data.device == latent.device and data.stride() == latent.stride())

@@ -63,6 +63,7 @@ class PackedRounding:
         self.index: List[int] = []
         self.buf = None
         self.outs: tuple = ()
+        self.grids: tuple = ()
 
     def _build(self, params, grids, latents, skip, stochastic: bool, sources) -> None:
         recs = []
@@ -86,6 +87,7 @@ class PackedRounding:
         for j, (_, r) in enumerate(recs):
             _kernel.REC.pack_into(self.buf, j * _kernel.REC.size, *r)
         self.outs = tuple(params[i] for i in self.index) + tuple(latents[i] for i in self.index if latents)
+        self.grids = tuple(grids)  # alive while the key holds their ids, so an id is never reused meanwhile
 
     def run(self, params: Sequence[torch.Tensor], grids: Sequence[Grid], latents: Optional[Sequence[torch.Tensor]],
             stochastic: bool, head: int, skip=frozenset(), sources: Optional[Sequence[torch.Tensor]] = None) -> set:

@@ -189,6 +189,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             state[key] = list(state[key])  # a shallow copy gets its own lists
         state["_diag"] = dict(state["_diag"])
         state["_packed"], state["_fits"] = PackedRounding(), {}  # caches of raw pointers: never shared, never pickled
+        state.pop("step", None)  # an LR scheduler's wrapper of step (torch's optimizers drop it too)
         for key in _HOOKS:
             state[key] = OrderedDict(state[key])
         return state
@@ -238,7 +239,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             swapped = float32_work(self.qparams)
             work, lent = {}, {}
             try:
-                lent = lend_latents(self.qparams, self.latents, self._fits) if bc else {}
+                lent = lend_latents(self.qparams, self.latents, self._fits, self.names) if bc else {}
                 try:  # BC: the base step moves the latent weights themselves ...
                     self.base.step()  # ... with the gradient taken at the quantized weights
                 finally:
