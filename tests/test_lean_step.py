@@ -167,6 +167,7 @@ def test_a_parameter_viewed_with_another_shape_at_the_same_address_is_copied_not
     assert p.shape == (1, 20) and torch.equal(p.detach().view(-1), quantize(opt.latents[0], G, "nearest"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # torch.distributed.optim's own imports
 def test_parameters_in_a_shared_buffer_are_copied_not_lent(tmp_path):
     """ZeRO's ``parameters_as_bucket_view`` makes each parameter a view of a bucket that it
     broadcasts after the local step: the update must land in the parameter's (bucket) storage, not
