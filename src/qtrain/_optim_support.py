@@ -1,5 +1,6 @@
 r"""Small pieces of :class:`qtrain.QuantizedOptimizer` that do not need its state: integer
-arguments, closure-only optimizers, sparse gradients and float16/bfloat16 parameters.
+arguments, closure-only optimizers, sparse gradients, float16/bfloat16 parameters, and BC's
+latent weights lent to the base step (:func:`lend_latents`, :func:`return_latents`).
 
 float16/bfloat16 quantized parameters train in float32: for the base step each such parameter
 holds a float32 copy of its data (and gradient), so :math:`w + s_t` is not rounded to the low
