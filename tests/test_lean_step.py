@@ -105,8 +105,9 @@ def test_an_error_in_the_base_step_returns_the_parameter_its_storage():
     assert p.data_ptr() == ptr and torch.equal(p.detach(), before)
 
 
-def test_a_latent_that_cannot_stand_in_is_copied():
-    """float16 parameters keep float32 latents (another dtype): the copy path, same result."""
+def test_float16_parameters_lend_their_latents_to_the_float32_work_copy():
+    """float16 parameters keep float32 latents: during the step the parameter holds a float32 work
+    copy, and the latent stands in for that; the stored level is BC written out."""
     torch.manual_seed(3)
     w0 = torch.randn(64) * 0.3
     g = torch.randn(64)

@@ -102,9 +102,9 @@ def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor]
                  names: Sequence[str]) -> dict:
     r"""BC: let each parameter hold its latent tensor for the base step (``p.data = latent``), so
     the base optimizer moves :math:`w_r` itself and nothing is copied; returns
-    ``{index: own data}`` for :func:`return_latents`. A parameter whose latent differs in type,
-    dtype, device, shape or strides, or whose storage is part of a larger buffer (a bucket that
-    the base optimizer communicates), gets the latent copied into it instead (one batched copy).
+    ``{index: own data}`` for :func:`return_latents`. A parameter whose latent differs in shape,
+    strides or tensor type, or whose storage is shared with another tensor (a bucket that the base
+    optimizer communicates), gets the latent copied into it instead (one batched copy).
     ``fits`` caches that test per parameter, keyed by its address, shape and dtype. A parameter
     cast, moved or resized since the latents were made is refused in one line. If anything
     raises, every parameter already lent is given its own storage back first."""
@@ -122,9 +122,8 @@ def lend_latents(params: Sequence[torch.Tensor], latents: Sequence[torch.Tensor]
                         f"but its BC latent weights are {latent.dtype} on {latent.device} with {latent.numel()}: the "
                         "model was cast, moved or resized after QuantizedOptimizer was built; build the optimizer "
                         "after model.to(...)/.double(), or load the old one's state_dict into a new one")
-                fit = fits[i] = (key, alone and data.dtype is latent.dtype and data.shape == latent.shape
-                                 and type(data) is torch.Tensor and type(latent) is torch.Tensor
-                                 and data.device == latent.device and data.stride() == latent.stride())
+                fit = fits[i] = (key, alone and data.shape == latent.shape and data.stride() == latent.stride()
+                                 and type(data) is torch.Tensor and type(latent) is torch.Tensor)
             if fit[1]:
                 own[i] = p.data
                 p.data = latent

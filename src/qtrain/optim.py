@@ -237,27 +237,26 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         head = splitmix64(splitmix64(self.seed & M64) ^ (self.step_count & M64))  # key i: sm(sm(head ^ i))
         try:
             swapped = float32_work(self.qparams)
-            work, lent = {}, {}
+            work = {}
             try:
                 lent = lend_latents(self.qparams, self.latents, self._fits, self.names) if bc else {}
                 try:  # BC: the base step moves the latent weights themselves ...
                     self.base.step()  # ... with the gradient taken at the quantized weights
                 finally:
                     return_latents(self.qparams, self.latents, lent)
-                src = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
+                # what the rounding reads: the updated parameter, or BC's lent latent w_r + s_t
+                sources = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
-                                                             stochastic, head, frozenset(swapped), src)
-                for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+                                                             stochastic, head, frozenset(swapped), sources)
+                for i, (p, g, x) in enumerate(zip(self.qparams, self.grids, sources)):
                     if i in done:
                         continue
-                    src = p
                     if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
-                        src = torch.clamp(self.latents[i] if i in lent else p, *g.bounds(self.latents[i].dtype),
-                                          out=self.latents[i])
+                        x = torch.clamp(x, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
-                    quantize_into(src, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0)
+                    quantize_into(x, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0)
                 work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)

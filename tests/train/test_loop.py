@@ -111,21 +111,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    real_build, state = loop.build, {"calls": 0}
-
-    def poisoned(*a, **k):
-        model = real_build(*a, **k)
-        fwd = model.forward
-
-        def forward(x):
-            state["calls"] += 1
-            out = fwd(x)
-            return out * float("nan") if state["calls"] > 12 else out
-        model.forward = forward
-        return model
-
-    monkeypatch.setattr(loop, "build", poisoned)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, poison_loss):
+    poison_loss(lambda n: n > 12)
     assert cli(["train", "--data", "digits", "--model", "smallcnn", "--epochs", "3", "--batch-size", "64",
                 "--train-subset", "512", "--test-subset", "64", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

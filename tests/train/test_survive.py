@@ -199,20 +199,8 @@ def test_stopped_before_the_first_save_says_to_rerun(tmp_path, monkeypatch, caps
     assert "rerun its original command" in capsys.readouterr().err
 
 
-def test_nan_message_gives_a_command_that_works(tmp_path, monkeypatch, capsys):
-    import qtrain.train.loop as loop
-    real_build, state = loop.build, {"calls": 0}
-
-    def poisoned(*a, **k):
-        model = real_build(*a, **k)
-        fwd = model.forward
-
-        def forward(x):
-            state["calls"] += 1
-            return fwd(x) * float("nan") if state["calls"] == 3 else fwd(x)
-        model.forward = forward
-        return model
-    monkeypatch.setattr(loop, "build", poisoned)
+def test_nan_message_gives_a_command_that_works(tmp_path, monkeypatch, capsys, poison_loss):
+    poison_loss(lambda n: n == 3)
     out = tmp_path / "r"
     assert cli(["train", *FLAGS, "--out", str(out)]) == 2
     monkeypatch.undo()
