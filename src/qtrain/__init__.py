@@ -8,9 +8,23 @@ Goldstein; NeurIPS 2017). Core names:
 * :class:`QuantizedOptimizer` -- float / BC / R / SR over any ``torch.optim`` optimizer;
 * :func:`conv_weights` -- the paper's choice of what to quantize.
 """
-from .grid import Grid
-from .rounding import quantize
-from .optim import METHODS, QuantizedOptimizer, conv_weights, named_conv_weights
+import importlib
+
+# name -> submodule; imported on first use, so ``qtrain --help`` answers without loading torch
+_EXPORTS = {"Grid": "grid", "quantize": "rounding", "QuantizedOptimizer": "optim", "conv_weights": "optim",
+            "named_conv_weights": "optim", "METHODS": "optim"}
 
 __all__ = ["Grid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qtrain' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,10 @@ can fix (``ValueError``, any ``OSError`` such as a full disk or a read-only fold
 optional package, a lost rank under torchrun, ...) print one line and exit 2, no traceback;
 ``QTRAIN_DEBUG=1`` shows the traceback instead. A run stopped by SIGINT/SIGTERM after saving
 says how to resume and exits 128 + the signal number.
+
+Every parser refuses abbreviated options (``--epoch`` is not ``--epochs``) and its ``--help``
+shows each option's default. Command modules import torch only inside their handlers, so
+``qtrain --help`` and ``qtrain COMMAND --help`` answer without loading it.
 """
 from __future__ import annotations
 
@@ -20,11 +24,36 @@ from typing import Optional, Sequence
 _MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its default;
+    ``None`` shows as ``none`` (the preset's or the library's choice); required options,
+    on/off flags and positional arguments show none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if ("default" in text or not action.option_strings or action.required or action.nargs == 0
+                or d is argparse.SUPPRESS):
+            return text
+        if d is None or (isinstance(d, list) and not d):
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """``qtrain``'s parsers: no prefix matching of options, defaults shown in ``--help``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qtrain", description="Train quantized nets (BC / R / SR) and reproduce "
         "'Training Quantized Nets: A Deeper Understanding' (NeurIPS 2017).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in _MODULES:
         try:
             module = importlib.import_module(name)

@@ -11,6 +11,7 @@ SEEDS_HELP = ("Table 1 runs per cell, with seeds preset seed + 0, 1, ..., N-1, e
               "(default: quick 5, mini 3, paper 1)")
 WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the quick and mini scales, "
                 "whose runs use 1 torch thread each; 1 at the paper scale); results do not depend on it")
+NO_PROGRESS_HELP = "no progress bars: one line per run and epoch (also the default when stdout is not a terminal)"
 
 
 def register(sub) -> None:
@@ -30,14 +31,14 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override any TrainConfig field in every cell, e.g. --set scale=1 lr=0.001")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
     p.set_defaults(func=table1)
 
     r = sub.add_parser("reproduce", help="every poster result (theory + Table 1) into one report",
                        description="Run convex, toy, markov and table1 at a scale and write DIR/report.md with a "
                        "verdict per poster claim.")
     r.add_argument("--scale", required=True, help="quick | mini | paper")
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True, help="output folder (report.md/html/json, theory/, table1/)")
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
     r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 uses its presets' seeds + k)")
     r.add_argument("--seeds", type=int, help=SEEDS_HELP)
@@ -45,7 +46,7 @@ def register(sub) -> None:
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every Table 1 cell")
-    r.add_argument("--no-progress", dest="progress", action="store_false")
+    r.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
     r.set_defaults(func=reproduce)
 
 

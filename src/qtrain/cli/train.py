@@ -2,54 +2,88 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 from pathlib import Path
 
-from ..train.config import OPTIMIZERS, TrainConfig
+
+def config_defaults() -> dict:
+    """TrainConfig's field defaults, read from ``train/config.py`` without importing it (that
+    would load torch just to print ``--help``); ``tests/cli`` checks them against the dataclass."""
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "train" / "config.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    out = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            try:
+                out[node.target.id] = ast.literal_eval(node.value)
+            except ValueError:  # field(default_factory=...)
+                continue
+    return out
+
+
+_HELP = {  # flag -> one-line description; the default is appended from TrainConfig
+    "data": "dataset: cifar10 | cifar100 | mnist | imagenet | digits (digits is embedded: no --data-dir)",
+    "model": "vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp",
+    "method": "float (no quantization) | bc (BinaryConnect) | r (deterministic rounding) | sr (stochastic rounding)",
+    "optimizer": "sgd | adam (the base optimizer the method wraps)",
+    "epochs": "training epochs",
+    "batch_size": "global batch size (split across torchrun processes)",
+    "micro_batch": "accumulate gradients over chunks of this many examples per process",
+    "lr": "learning rate",
+    "lr_milestones": "epochs at which lr *= --lr-gamma (none given: 50% and 75% of --epochs)",
+    "lr_gamma": "factor applied to the lr at each milestone",
+    "momentum": "SGD momentum (--optimizer sgd only)",
+    "weight_decay": "L2 weight decay of the base optimizer",
+    "grid": "binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2",
+    "scale": "binary/ternary scale s: 'mean' (per-layer mean |w| at init) or a number",
+    "delta": "uniform grid step Δ (needed by --grid uniform)",
+    "bits": "uniform grid bit width (none: unbounded)",
+    "quantize": "conv (conv weights, the paper) | all (every weight with ndim > 1)",
+    "bc_rounding": "BC's forward rounding: nearest | stochastic",
+    "width": "width of models that take one (smallcnn; none: the model's own)",
+    "train_subset": "use the first N training images (none: all)",
+    "test_subset": "use the first N test images (none: all)",
+    "val_size": "hold out the last N training images; evaluate on them, not the test set",
+    "latent_init": "default | uniform (quantized tensors ~ U(-s, s), BinaryConnect)",
+    "lr_scale": "none | glorot (BinaryConnect's per-layer lr factor for quantized tensors)",
+    "seed": "random seed (data order, augmentation, initialisation, SR draws)",
+    "threads": "torch threads of the run; results depend on it (none: picked from the model's work per batch "
+               "and the cores, 1 for small models; the number used is recorded in config.json)",
+    "data_dir": "folder holding the dataset (or its parent; none: $QTRAIN_DATA or ~/.cache/qtrain/data)",
+    "download": "download CIFAR-10/100 into --data-dir if missing (checksummed)",
+    "device": "auto | cpu | cuda | cuda:N",
+    "tensorboard": "also log scalars to RUN/tensorboard/ (needs: pip install 'qtrain[tensorboard]')",
+    "checkpoint_minutes": "also save mid-epoch every M minutes (0: at epoch ends only); SIGINT/SIGTERM always save",
+    "dist_timeout": "under torchrun: give up with one line when another rank is silent this long",
+}
+_TYPES = {"epochs": int, "batch_size": int, "micro_batch": int, "lr": float, "lr_gamma": float, "momentum": float,
+          "weight_decay": float, "delta": float, "bits": int, "width": int, "train_subset": int, "test_subset": int,
+          "val_size": int, "seed": int, "threads": int, "checkpoint_minutes": float, "dist_timeout": float}
+_METAVARS = {"checkpoint_minutes": "M", "dist_timeout": "SECONDS"}
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train one quantized (or float) model",
-                       description="Train a model with float / BC / R / SR. Flags override --config. "
-                       "Multi-process: torchrun --nproc_per_node N -m qtrain train ...")
-    p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields")
-    p.add_argument("--out", type=Path, help="run directory (metrics.jsonl, checkpoint.pt, summary.json)")
+                       description="Train a model with float / BC / R / SR. Flags override --config, which "
+                       "overrides the defaults shown. Multi-process: torchrun --nproc_per_node N -m qtrain train ...")
+    p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields (e.g. from `qtrain table1 --list`)")
+    p.add_argument("--out", type=Path, help="run directory (metrics.jsonl/.csv, checkpoint.pt, summary.json)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--data", help="cifar10 | cifar100 | mnist | imagenet | digits")
-    p.add_argument("--model", help="vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp")
-    p.add_argument("--method", help="float | bc | r | sr")
-    p.add_argument("--optimizer", help=" | ".join(OPTIMIZERS))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--micro-batch", type=int, help="accumulate gradients over chunks of this many examples per process")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-milestones", type=int, nargs="*", help="epochs at which lr *= --lr-gamma (default: 50%% and 75%%)")
-    p.add_argument("--lr-gamma", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grid", help="binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2")
-    p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init) or a number")
-    p.add_argument("--delta", type=float, help="uniform grid step Δ")
-    p.add_argument("--bits", type=int, help="uniform grid bit width")
-    p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1)")
-    p.add_argument("--bc-rounding", help="nearest | stochastic")
-    p.add_argument("--width", type=int, help="width of models that take one (smallcnn)")
-    p.add_argument("--train-subset", type=int, help="use the first N training images")
-    p.add_argument("--test-subset", type=int, help="use the first N test images")
-    p.add_argument("--val-size", type=int, help="hold out the last N training images; evaluate on them, not the test set")
-    p.add_argument("--latent-init", help="default | uniform (quantized tensors ~ U(-s, s), BinaryConnect)")
-    p.add_argument("--lr-scale", help="none | glorot (BinaryConnect's per-layer lr factor for quantized tensors)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads of the run (results depend on it; default: torch's)")
-    p.add_argument("--data-dir", help="folder holding the dataset (or its parent)")
-    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    p.add_argument("--tensorboard", action="store_true", default=None)
-    p.add_argument("--checkpoint-minutes", type=float, metavar="M",
-                   help="also save mid-epoch every M minutes (default 10; 0: at epoch ends only); SIGINT/SIGTERM always save")
-    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
-                   help="under torchrun: give up with one line when another rank is silent this long (default 600)")
+    defaults = config_defaults()
+    for name, text in _HELP.items():
+        flag = "--" + name.replace("_", "-")
+        default = defaults.get(name)
+        shown = "off" if default is False else "none" if default is None else default
+        help_ = f"{text} (default: {shown})".replace("%", "%%")  # argparse formats help with %
+        if name in ("download", "tensorboard"):
+            p.add_argument(flag, action="store_true", default=None, help=help_)
+        elif name == "lr_milestones":
+            p.add_argument(flag, type=int, nargs="*", help=help_)
+        else:
+            p.add_argument(flag, type=_TYPES.get(name), metavar=_METAVARS.get(name), help=help_)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bars; one line per epoch instead (also the default when stdout is not a terminal)")
     p.set_defaults(func=main)
 
 

@@ -1,0 +1,68 @@
+"""``qtrain --help``: answers without torch, refuses abbreviated options, shows every option's
+description and default."""
+import argparse
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from qtrain.cli import build_parser
+from qtrain.cli.train import config_defaults
+from qtrain.train import TrainConfig
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("command", ["", "train", "table1", "reproduce", "convex", "toy", "markov", "export"])
+def test_help_does_not_import_torch(command):
+    code = ("import sys\nfrom qtrain.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % ([command, "--help"] if command else ["--help"]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip().endswith("NO-TORCH"), out.stdout[-300:]
+    assert "usage: qtrain" in out.stdout
+
+
+def test_every_option_has_a_description_and_no_abbreviations():
+    parser = build_parser()
+    assert not parser.allow_abbrev
+    subs = _subparsers(parser)
+    assert {"train", "table1", "reproduce", "convex", "toy", "markov", "export"} <= set(subs)
+    for name, sub in subs.items():
+        assert not sub.allow_abbrev, name
+        for action in sub._actions:
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.option_strings}"
+
+
+def test_abbreviated_option_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "--epoch", "1", "--out", "x"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "table1", "reproduce", "convex", "toy", "markov", "export"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    if command == "train":
+        for flag in ("--epochs", "--lr", "--seed", "--method", "--batch-size"):
+            assert flag in text
+        assert "learning rate (default: 0.01)" in text and "training epochs (default: 164)" in text
+        assert "(default: float)" in text and "random seed" in text
+    elif command in ("convex", "toy", "markov"):
+        assert "(default 0)" in text  # --seed
+    elif command == "reproduce":
+        assert "(default: 0)" in text
+
+
+def test_train_help_defaults_are_the_dataclass_defaults():
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    parsed = config_defaults()
+    assert parsed == {k: v for k, v in fields.items() if k in parsed}
+    assert {"epochs", "lr", "seed", "method", "batch_size", "threads"} <= set(parsed)
