@@ -19,10 +19,16 @@ def register(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..train.exporting import export_run
+    from ..train.progress import rounded
 
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out {args.out} should end in .safetensors, e.g. --out {args.out.with_suffix('.safetensors')}")
     info = export_run(args.run, args.out, evaluate=args.evaluate)
-    print(json.dumps({k: info[k] for k in ("path", "bytes", "float32_bytes", "checkpoint_bytes", "packed_bytes",
-                                           "float_bytes", "header_bytes", "quantized") + (("test_error",) if args.evaluate else ())}))
+    print(f"exported {args.run} (epoch {info['epoch']}) to {info['path']}: {info['bytes']:,} bytes, "
+          f"{info['bytes'] / info['float32_bytes']:.3f}x the float32 model ({info['float32_bytes']:,} bytes; "
+          f"checkpoint.pt {info['checkpoint_bytes']:,}); reloads bit-identically"
+          + (f"; reloaded test error {info['test_error']:.2f}%" if args.evaluate else ""))
+    print(json.dumps(rounded({k: info[k] for k in ("path", "bytes", "float32_bytes", "checkpoint_bytes", "packed_bytes",
+                                                   "float_bytes", "header_bytes", "quantized")
+                              + (("test_error",) if args.evaluate else ())})))
     return 0

@@ -89,6 +89,7 @@ def register(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..train import distributed, from_sources, load_run_config, run
+    from ..train.progress import rounded
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "out", "resume", "func", "command")}
     if overrides.get("scale") not in (None, "mean"):
@@ -108,8 +109,8 @@ def main(args: argparse.Namespace) -> int:
         summary = run(cfg, args.out)
     if distributed.env_rank() != 0:  # under torchrun only rank 0 reports
         return 0
-    print(json.dumps({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
-                                              "test_error", "seconds")}))
+    print(json.dumps(rounded({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
+                                                      "test_error", "seconds", "threads")})))
     return 0
 
 

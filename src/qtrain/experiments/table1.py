@@ -133,9 +133,10 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     return report
 
 
-def _train_one(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
-    """One (cell, seed) run; top level so worker processes can unpickle it."""
-    return run(make(cfg_dict), Path(run_dir), resume=resume)
+def _train_one(cfg_dict: dict, run_dir: str, resume: bool, epoch_lines: bool = True) -> dict:
+    """One (cell, seed) run; top level so worker processes can unpickle it. Parallel workers print
+    no per-epoch lines (they would interleave); the parent prints one line per finished run."""
+    return run(make(cfg_dict), Path(run_dir), resume=resume, epoch_lines=epoch_lines)
 
 
 def _train(jobs: list, workers: int, log) -> dict:
@@ -158,7 +159,7 @@ def _train(jobs: list, workers: int, log) -> dict:
     pool = ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = {pool.submit(_train_one, {**cfg.to_dict(), "progress": False}, str(run_dir),
-                               (run_dir / CHECKPOINT).exists()): (key, cfg) for key, cfg, run_dir in jobs}
+                               (run_dir / CHECKPOINT).exists(), False): (key, cfg) for key, cfg, run_dir in jobs}
         for i, f in enumerate(as_completed(futures), 1):
             key, cfg = futures[f]
             results[key] = f.result()
@@ -176,6 +177,8 @@ _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")
 def _check_same_settings(name: str, saved: dict, cfg: TrainConfig) -> None:
     """Refuse to report a finished run that was trained with other settings (e.g. a smoke run)."""
     for key, value in cfg.to_dict().items():
+        if key == "threads" and value is None:  # the run picked its own and recorded it
+            continue
         if key not in _IGNORED and saved.get(key, value) != value:
             raise ValueError(f"runs/{name} was trained with {key}={saved.get(key)!r}, the preset now says {value!r}; "
                              "use another --out or delete that run folder")

@@ -7,6 +7,7 @@ work starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -214,3 +215,23 @@ def _as_int(v) -> int:
     if not f.is_integer():
         raise ValueError(v)
     return int(f)
+
+
+def load_run_config(run_dir: Path, flag: str = "--resume") -> TrainConfig:
+    """The config a run in ``run_dir`` was started with (for ``--resume``, ``qtrain export``);
+    ``flag`` names the argument that took ``run_dir`` in the one-line error when it is not a run."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (it does not exist; a run folder holds config.json "
+                                f"and checkpoint.pt); {flag} takes the --out folder of a `qtrain train` run")
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); {flag} takes the --out folder of a "
+                                "`qtrain train` run (a run stopped before it wrote anything: rerun its original command)")
+    try:
+        values = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as e:  # not UTF-8, or not JSON
+        raise ValueError(f"{path} is corrupt ({str(e)[:100]}); restore it or start a new run") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds a {type(values).__name__}, not a run's settings; restore it or start a new run")
+    return make(values)

@@ -43,11 +43,15 @@ def build_model(cfg: TrainConfig):
 
 def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool = False) -> dict:
     """Write run ``run_dir``'s weights to ``out``; returns (and stores in summary.json) the sizes."""
-    from .loop import evaluate as eval_net, load_run_config
+    from .config import load_run_config
     from .distributed import Dist
+    from .loop import evaluate as eval_net
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, flag="qtrain export RUN")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} (the run stopped before its first save); "
+                                f"start it again: qtrain train --config {run_dir / 'config.json'} --out {run_dir}")
     ck = load_checkpoint(run_dir / CHECKPOINT)
     model, ds = build_model(cfg)
     model.load_state_dict(ck["model"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import platform
 import shlex
@@ -41,10 +40,12 @@ from ..optim import QuantizedOptimizer, named_conv_weights
 from . import distributed
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
+from .progress import bar_wanted, epoch_line
 from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
+from .threads import pick_threads
 
 EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
@@ -172,47 +173,53 @@ def evaluate(net, ds, cfg: TrainConfig, d: distributed.Dist, device) -> Tuple[fl
     return loss_sum / max(count, 1), error_percent(int(correct), int(count))
 
 
-def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False) -> dict:
+def run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool = False, epoch_lines: bool = True) -> dict:
     """Train as ``cfg`` says, logging to ``out_dir`` (a temporary folder if ``None``); returns the summary.
 
-    Rank 0 holds the folder's lock (:mod:`qtrain.train.lock`) for the whole run."""
+    Rank 0 holds the folder's lock (:mod:`qtrain.train.lock`) for the whole run. On CPU, a fresh
+    run without ``threads`` picks its thread count from the model's work per step
+    (:mod:`qtrain.train.threads`) and records it in ``cfg`` and ``config.json``. Rank 0 shows a
+    progress bar on a terminal (``cfg.progress``), else prints one line per epoch to stdout
+    (unless ``epoch_lines=False``, e.g. for parallel Table 1 workers)."""
     cfg.validate()
     threads_before = torch.get_num_threads()
     if cfg.threads:  # fixed per run: the thread count changes the reduction order, hence the bits
         torch.set_num_threads(cfg.threads)
     try:
-        return _locked_run(cfg, out_dir, resume)
+        return _locked_run(cfg, out_dir, resume, epoch_lines)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool) -> dict:
+def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool, epoch_lines: bool) -> dict:
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
-            return _run(cfg, Path(tmp), resume, keep=False)
+            return _run(cfg, Path(tmp), resume, epoch_lines, keep=False)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory for the run")
     with run_lock(out_dir, "train") if distributed.env_rank() == 0 else contextlib.nullcontext():
         if not resume and (out_dir / CHECKPOINT).exists():
             raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
-        return _run(cfg, out_dir, resume)
+        return _run(cfg, out_dir, resume, epoch_lines)
 
 
-def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> dict:
+def _run(cfg: TrainConfig, out_dir: Path, resume: bool, epoch_lines: bool, keep: bool = True) -> dict:
     ckpt_path = out_dir / CHECKPOINT
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
     hint = f"then resume: {command_line(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
     with distributed.guard(d, cfg.dist_timeout, hint):
-        summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
+        summary = _train(cfg, out_dir, ckpt_path, resume, keep, d, epoch_lines)
         distributed.teardown(d)
     return summary
 
 
-def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep: bool, d: distributed.Dist) -> dict:
+def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep: bool, d: distributed.Dist,
+           epoch_lines: bool = True) -> dict:
     device = pick_device(cfg.device, d)
-    progress = cfg.progress and d.main
+    progress = bar_wanted(cfg.progress) and d.main
+    epoch_lines = epoch_lines and d.main and not progress
     if device.type == "cuda":  # bit-reproducible kernels (resume and replicas must match exactly)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
@@ -231,6 +238,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     kwargs = {"width": cfg.width} if cfg.width else {}
     channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
     model = build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device)
+    if cfg.threads is None and not resume and device.type == "cpu":  # recorded in config.json below
+        cfg.threads = pick_threads(model, (channels, size, size), max(1, cfg.batch_size // d.world_size))
+        torch.set_num_threads(cfg.threads)
     named_q = quantized_params(model, cfg.quantize)
     if cfg.method != "float" and not named_q:
         raise ValueError(f"model {cfg.model!r} has no {'conv' if cfg.quantize == 'conv' else 'weight'} tensors to "
@@ -310,6 +320,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             if d.main:
                 log.append(row)
                 epochs.set_postfix(test_err=f"{test_err:.2f}%", train_err=f"{row['train_error']:.2f}%")
+                if epoch_lines:
+                    print(epoch_line(row, cfg.epochs, "val" if cfg.val_size else "test"), flush=True)
             save(epoch + 1, 0, {})
             stopper.saved()
             if epoch + 1 < cfg.epochs and stopper.check(force=True)[1]:
@@ -378,20 +390,3 @@ def _summary(cfg: TrainConfig, history: list, d: distributed.Dist, device) -> di
             "weight_change": wc, "weight_change_mean": sum(wc.values()) / len(wc) if wc else None,
             "world_size": d.world_size, "device": str(device), "torch": torch.__version__,
             "qtrain": __version__, "host": platform.node(), "config": cfg.to_dict()}
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    """The config a run in ``run_dir`` was started with (for ``--resume``)."""
-    from .config import make
-
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; --resume needs the RUN_DIR of a run started with --out "
-                                "(a run stopped before it wrote anything: rerun its original command)")
-    try:
-        values = json.loads(path.read_bytes().decode("utf-8"))
-    except ValueError as e:  # not UTF-8, or not JSON
-        raise ValueError(f"{path} is corrupt ({str(e)[:100]}); restore it or start a new run") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} holds a {type(values).__name__}, not a run's settings; restore it or start a new run")
-    return make(values)
