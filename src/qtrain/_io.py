@@ -16,6 +16,7 @@ a killed writer is removed by :func:`remove_stale_tmp` once its PID is gone. A f
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -131,3 +132,37 @@ def remove_stale_tmp(folder: Union[str, Path]) -> List[Path]:
         except FileNotFoundError:  # its writer finished meanwhile
             pass
     return removed
+
+
+def read_metrics(path: Path) -> List[dict]:
+    """The per-epoch rows of ``metrics.jsonl`` (``path`` or ``path/metrics.jsonl``), up to the
+    first damaged line (cut short by a kill, not UTF-8, not a JSON object with an ``epoch``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_bytes().splitlines():
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError
+            break
+        if not isinstance(row, dict) or row.get("epoch") != len(rows) + 1:
+            break
+        rows.append(row)
+    return rows
+
+
+def metrics_csv(rows: List[dict]) -> str:
+    """``metrics.jsonl`` rows as CSV text: one row per epoch, nested dicts flattened to
+    ``<key>/<name>`` columns (``weight_change/features.0.weight``), floats in full precision."""
+    flat = [{(f"{k}/{n}" if isinstance(v, dict) else k): x for k, v in r.items()
+             for n, x in (v.items() if isinstance(v, dict) else [(None, v)])} for r in rows]
+    columns = list(dict.fromkeys(c for r in flat for c in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: ("" if r.get(c) is None else repr(r[c]) if isinstance(r.get(c), float) else r[c])
+                      for c in columns} for r in flat)
+    return buf.getvalue()

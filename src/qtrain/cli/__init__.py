@@ -21,7 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 # sub-command modules, in the order they appear in --help
-_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export")
+_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export", "qtrain.cli.plot")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -80,19 +80,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
-def _call(args: argparse.Namespace, argv: list) -> int:
-    from ..train.distributed import DistError
-    from ..train.stopping import RunStopped
+class _NeverRaised(Exception):
+    """Stands for an exception class whose module the command never imported (so it cannot be raised)."""
 
+
+def _loaded(module: str, name: str) -> type:
+    """``module.name`` if that module is already imported, else :class:`_NeverRaised`: commands that
+    never load the training code (``--help``, ``plot``) do not import torch just to catch its errors."""
+    return getattr(sys.modules.get(module), name, _NeverRaised)
+
+
+def _call(args: argparse.Namespace, argv: list) -> int:
     try:
         return int(args.func(args) or 0)
+    except Exception as e:  # noqa: BLE001  (sorted below, where the classes' modules are loaded)
+        return _failed(args, e)
+    except KeyboardInterrupt:
+        print(f"qtrain {args.command}: {_interrupted(args, argv)}", file=sys.stderr)
+        return 130
+
+
+def _failed(args: argparse.Namespace, e: Exception) -> int:
+    RunStopped = _loaded("qtrain.train.stopping", "RunStopped")
+    DistError = _loaded("qtrain.train.distributed", "DistError")
+    try:
+        raise e
     except RunStopped as e:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"qtrain {args.command}: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"qtrain {args.command}: {_interrupted(args, argv)}", file=sys.stderr)
-        return 130
     except (ValueError, OSError, FloatingPointError, ImportError, DistError) as e:
         # user-fixable: bad settings or files, disk full, read-only folder, a lost rank
         if os.environ.get("QTRAIN_DEBUG"):

@@ -21,7 +21,9 @@ def plot_convex_float(record: dict, path) -> Path:
                                           ("sr_uniform_gap", "SR, uniform grid Δ = Δ_eff", "tab:purple", "s"),
                                           ("r_float_gap", "R, float grid", "tab:red", "^")):
             ax.plot(x, [max(r[key], 1e-12) for r in rows], marker=marker, color=color, label=label)
-        ax.plot(x, [r["bound_eff"] for r in rows], "--", color="gray", lw=1, label="Theorem 1, Δ = Δ_eff")
+        # a marker as well as the dashed line: with one format (e.g. --grid bfloat16) a line has no length
+        ax.plot(x, [r["bound_eff"] for r in rows], "--", marker="_", markersize=14, color="gray", lw=1,
+                label="Theorem 1, Δ = Δ_eff")
         for r in rows:
             ax.annotate(r["format"].replace("float", "f"), (r["delta_eff"], max(r["sr_float_gap"], 1e-12)),
                         fontsize=7, xytext=(3, -10), textcoords="offset points")

@@ -23,18 +23,28 @@ def _plt():
 
 
 def error_curves(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Path:
-    """Test error (%) vs epoch, one panel per column, one line per method."""
+    """Test error (%) vs epoch, one panel per column, one line per method: the mean over seeds
+    (rows' ``test_error``) with a shaded ± 1 standard error band (``test_error_sem``, where there
+    are two seeds or more); the title says how many seeds each line averages."""
     plt = _plt()
     cols = list(by_column)
-    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.9), squeeze=False)
+    seeds = sorted({r.get("seeds", 1) for col in cols for rows in by_column[col].values() for r in rows[-1:]})
     for ax, col in zip(axes[0], cols):
         for label, rows in by_column[col].items():
             if rows:
-                ax.plot([r["epoch"] for r in rows], [r["test_error"] for r in rows], label=label,
-                        color=COLORS.get(label), lw=1.6)
+                x, y = [r["epoch"] for r in rows], [r["test_error"] for r in rows]
+                ax.plot(x, y, label=label, color=COLORS.get(label), lw=1.6)
+                if all(r.get("test_error_sem") is not None for r in rows):
+                    se = [r["test_error_sem"] for r in rows]
+                    ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)],
+                                    color=COLORS.get(label), alpha=0.2, lw=0)
         ax.set(title=col, xlabel="epoch", ylabel="test error (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    n = "/".join(map(str, seeds)) or "?"
+    fig.suptitle(f"Test error per epoch: mean over {n} seed(s)" + ("; band: ± 1 SE over seeds" if max(seeds, default=1) > 1
+                 else " (one seed: no spread)"), fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from .._io import atomic_write_bytes, json_safe
+from .._io import atomic_write_bytes, json_safe, metrics_csv, read_metrics  # noqa: F401  (re-exported)
 
 
 class WeightChangeTracker:
@@ -38,10 +38,13 @@ class WeightChangeTracker:
 
 
 class MetricsLog:
-    """Appends one JSON object per epoch to ``metrics.jsonl``; mirrors scalars to TensorBoard."""
+    """Appends one JSON object per epoch to ``metrics.jsonl``, rewrites ``metrics.csv`` beside it
+    (one row per epoch, one column per scalar and per layer's ``weight_change/<layer>``; for
+    spreadsheets and pandas) and mirrors scalars to TensorBoard."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = False):
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.csv_path = self.path.with_suffix(".csv")
         self.writer = None
         if tensorboard:
             try:
@@ -54,10 +57,12 @@ class MetricsLog:
         """Replace the file by ``rows`` (a resumed run writes the history its checkpoint holds,
         so a damaged, partial or missing file comes back whole)."""
         atomic_write_bytes(self.path, "".join(json.dumps(json_safe(r)) + "\n" for r in rows).encode())
+        atomic_write_bytes(self.csv_path, metrics_csv(rows).encode())
 
     def append(self, row: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(json_safe(row)) + "\n")
+        atomic_write_bytes(self.csv_path, metrics_csv(read_metrics(self.path)).encode())
         if self.writer is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "epoch":
@@ -72,26 +77,6 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def read_metrics(path: Path) -> List[dict]:
-    """The per-epoch rows of ``metrics.jsonl`` (``path`` or ``path/metrics.jsonl``), up to the
-    first damaged line (cut short by a kill, not UTF-8, not a JSON object with an ``epoch``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_bytes().splitlines():
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError
-            break
-        if not isinstance(row, dict) or row.get("epoch") != len(rows) + 1:
-            break
-        rows.append(row)
-    return rows
 
 
 def error_percent(correct: int, total: int) -> Optional[float]:

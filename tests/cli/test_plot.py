@@ -1,0 +1,53 @@
+"""``qtrain plot``: runs grouped by settings (seeds as a band), three panels, one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qtrain.cli import main as cli
+from qtrain.plots.runs import gather, mean_band
+
+pytest.importorskip("matplotlib")
+
+
+def fake_run(folder, seed, method="sr", shift=0.0, epochs=3):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"data": "digits", "model": "smallcnn", "method": method,
+                                                    "optimizer": "adam", "seed": seed, "label": None, "lr": 0.01}))
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.2 / e, "train_error": 20.0 / e + shift,
+             "test_error": 25.0 / e + shift, "lr": 0.01, "seconds": 1.0,
+             "weight_change": {} if method == "float" else {"a": 10.0 * e + shift, "b": 20.0 * e}}
+            for e in range(1, epochs + 1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_seeds_are_grouped_and_averaged(tmp_path):
+    runs = [fake_run(tmp_path / f"sr{s}", s, shift=2.0 * s) for s in range(3)] + [fake_run(tmp_path / "f", 0, "float")]
+    groups = gather(runs)
+    assert {k: len(v) for k, v in groups.items()} == {"sr-adam": 3, "float-adam": 1}
+    xs, mean, se = mean_band(groups["sr-adam"], "test_error")
+    assert xs == [1, 2, 3] and mean[0] == pytest.approx(25.0 + 2.0)  # shifts 0, 2, 4
+    assert se[0] == pytest.approx(2.0 / 3 ** 0.5)  # sd 2 over 3 seeds
+    assert mean_band(groups["sr-adam"], "weight_change")[1][0] == pytest.approx((10 + 2 + 20) / 2)
+    assert mean_band(groups["float-adam"], "weight_change")[0] == []
+
+
+def test_plot_command_writes_the_figure(tmp_path, capsys):
+    runs = [str(fake_run(tmp_path / f"r{s}", s)) for s in range(2)]
+    assert cli(["plot", *runs, "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert "2 run(s) in 1 group(s)" in capsys.readouterr().out
+    assert cli(["plot", str(tmp_path), "--out", str(tmp_path / "g.png")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert cli(["plot", *runs, "--out", str(tmp_path / "g.txt")]) == 2
+
+
+def test_plot_does_not_import_torch(tmp_path):
+    runs = [str(fake_run(tmp_path / f"r{s}", s)) for s in range(2)]
+    code = ("import sys\nfrom qtrain.cli import main\nassert main(['plot', *sys.argv[1:], '--out', %r]) == 0\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % str(tmp_path / "f.png"))
+    out = subprocess.run([sys.executable, "-c", code, *runs], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip().endswith("NO-TORCH")
