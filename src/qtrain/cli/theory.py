@@ -6,6 +6,7 @@ beside it with :func:`qtrain.plots.theory.draw`.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 
@@ -13,6 +14,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.json and <name>.png")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     p.add_argument("--quick", action="store_true", help="reduced workload (seconds; used by tests and reproduce)")
+
+
+def _progress(name: str, t0: float):
+    """A callback printing ``qtrain NAME [12.3 s] TEXT`` to stderr (stdout keeps the results)."""
+    return lambda text: print(f"qtrain {name} [{time.perf_counter() - t0:.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 def _done(name: str, record: dict, out: str, t0: float, summary: str) -> int:
@@ -32,7 +38,7 @@ def _convex(args) -> int:
     if args.grid != "uniform":
         return _convex_float(args, t0)
     r = convex.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, deltas=args.deltas, T=args.T,
-                   seeds=args.seeds)
+                   seeds=args.seeds, progress=_progress("convex", t0))
     slopes = ", ".join(f"{k} {v:.2f}" for k, v in r["sr_floor_slope"].items() if v is not None) or "n/a (one Δ)"
     return _done("convex", r, args.out, t0,
                  f"SR floor slope vs Δ: {slopes}; all gaps under bounds: {r['all_under_bound']}"
@@ -45,7 +51,7 @@ def _convex_float(args, t0) -> int:
     if args.deltas is not None:
         raise ValueError(f"--deltas applies to --grid uniform; --grid {args.grid} sets the step by the format")
     r = convex_float.run(args.out, seed=args.seed, quick=args.quick, d=args.dim, T=args.T, seeds=args.seeds,
-                         formats=None if args.grid == "float" else [args.grid])
+                         formats=None if args.grid == "float" else [args.grid], progress=_progress("convex", t0))
     rows = "; ".join(f"{x['problem']} {x['format']}: SR {x['sr_float_gap']:.2e} vs uniform(Δ_eff={x['delta_eff']:.1e}) "
                      f"{x['sr_uniform_gap']:.2e}" for x in r["rows"])
     return _done("convex", r, args.out, t0,
@@ -56,7 +62,8 @@ def _toy(args) -> int:
     from qtrain.theory import toy
 
     t0 = time.perf_counter()
-    r = toy.run(args.out, seed=args.seed, quick=args.quick, lrs=args.lrs, iters=args.iters, sigma=args.sigma)
+    r = toy.run(args.out, seed=args.seed, quick=args.quick, lrs=args.lrs, iters=args.iters, sigma=args.sigma,
+                progress=_progress("toy", t0))
     fmt = lambda v: " ".join(f"{x:.3f}" for x in v)  # noqa: E731
     return _done("toy", r, args.out, t0,
                  f"mass at minimizer, lr {r['lrs_descending']}: BC {fmt(r['bc_mass_at_min_by_lr'])}; "
@@ -68,7 +75,7 @@ def _markov(args) -> int:
 
     t0 = time.perf_counter()
     r = markov.run(args.out, seed=args.seed, quick=args.quick, alphas=args.alphas, alpha_sim=args.alpha_sim,
-                   sim_steps=args.sim_steps)
+                   sim_steps=args.sim_steps, progress=_progress("markov", t0))
     return _done("markov", r, args.out, t0,
                  f"TV(pi_alpha, pi_tilde) at alpha={r['alphas'][-1]:g}: {r['tv_to_limit'][-1]:.2e}; "
                  f"pi_tilde in [{r['pi_tilde_min']:.2e}, {r['pi_tilde_max']:.3f}]; "

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -169,9 +169,11 @@ def checkpoints(T: int) -> list:
     return sorted(pts | {T})
 
 
-def simulate(prob: Problem, deltas: Sequence[float], T: int, seeds: int, seed: int = 0) -> dict:
+def simulate(prob: Problem, deltas: Sequence[float], T: int, seeds: int, seed: int = 0,
+             progress: Optional[Callable[[str], None]] = None) -> dict:
     """Run every method x Δ x seed for ``T`` steps as one batch; return
-    ``{(method, delta): {T_k: gaps over seeds (np.ndarray)}}``."""
+    ``{(method, delta): {T_k: gaps over seeds (np.ndarray)}}``. ``progress(text)`` hears of every
+    tenth of the steps."""
     deltas = _check_deltas(deltas)
     if not (isinstance(T, int) and T >= 1 and isinstance(seeds, int) and seeds >= 1):
         raise ValueError(f"T={T!r}, seeds={seeds!r}: both must be positive integers")
@@ -204,6 +206,8 @@ def simulate(prob: Problem, deltas: Sequence[float], T: int, seeds: int, seed: i
         Y = torch.minimum(torch.maximum(W - (1.0 / (prob.mu * (t + 1))) * g, -R_BOX + 0 * DL), R_BOX - DL)
         W = torch.cat([q(Y[sl["r"]], "nearest", 0), q(Y[sl["sr"]], "stochastic", stream_key(seed, t, 0)),
                        Y[sl["bc"]], Y[sl["bc_d"]]])
+        if progress is not None and (t + 1) % max(T // 10, 1) == 0:
+            progress(f"{prob.name}: step {t + 1:,}/{T:,}")
         if t + 1 in marks:
             gaps = prob.F((acc / (t + 1)).numpy()) - prob.F_star
             for m in METHODS:
@@ -220,8 +224,9 @@ def _slope(x, y) -> float:
 
 def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: int = 10,
         deltas: Optional[Sequence[float]] = None, T: Optional[int] = None, seeds: Optional[int] = None,
-        problems: Sequence[str] = ("quadratic", "logistic")) -> dict:
-    """Run Theorems 1/4 and Corollary 1; return (and with ``out_dir`` write) ``convex.json``.
+        problems: Sequence[str] = ("quadratic", "logistic"), progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run Theorems 1/4 and Corollary 1; return (and with ``out_dir`` write) ``convex.json``;
+    ``progress(text)`` (e.g. ``print``) hears how far the simulation is.
 
     Verdict keys: ``sr_floor_slope`` ({problem: log-log slope of SR's gap at T vs Δ}) and
     ``sr_floor_grows`` (slope > 0.5); ``bc_quadratic_gap_ratio`` ({Δ: BC's gap at T / gap at ~T/10};
@@ -242,7 +247,7 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: in
         info.append({"problem": name, "d": d, "n": len(prob.b), "lambda": prob.lam, "mu": prob.mu, "G": prob.G,
                      "G_exact": prob.G_exact, "D": prob.D, "L2": prob.L2, "F_star": prob.F_star})
         with single_thread():
-            sims = simulate(prob, deltas, T, seeds, seed=stream_key(seed, p_i, 7) & (2**62 - 1))
+            sims = simulate(prob, deltas, T, seeds, seed=stream_key(seed, p_i, 7) & (2**62 - 1), progress=progress)
         for (m, dv), by_T in sims.items():
             for Tk, gaps in by_T.items():
                 if m == "sr":

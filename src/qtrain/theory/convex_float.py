@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,8 @@ def effective_delta(w_star: np.ndarray, name: str) -> float:
     return float(np.sqrt(np.mean(steps**2)))
 
 
-def simulate(prob, formats: Sequence[str], T: int, seeds: int, seed: int = 0) -> dict:
+def simulate(prob, formats: Sequence[str], T: int, seeds: int, seed: int = 0,
+             progress: Optional[Callable[[str], None]] = None) -> dict:
     """``{(kind, format): {T_k: gaps over seeds}}`` for kind in ``sr_float``, ``r_float``,
     ``sr_uniform`` (uniform grid with the format's :math:`\\Delta_{eff}`); all rows as one batch."""
     if not (isinstance(T, int) and T >= 1 and isinstance(seeds, int) and seeds >= 1):
@@ -72,6 +73,8 @@ def simulate(prob, formats: Sequence[str], T: int, seeds: int, seed: int = 0) ->
     acc = torch.zeros_like(W, dtype=torch.float64)
     marks, out = set(checkpoints(T)), {}
     for t in range(T):
+        if progress is not None and (t + 1) % max(T // 10, 1) == 0:
+            progress(f"{prob.name}: step {t + 1:,}/{T:,}")
         acc += W
         i = torch.randint(0, len(b), (W.shape[0],), generator=gen)
         a, bi = A[i], b[i]
@@ -93,8 +96,9 @@ def simulate(prob, formats: Sequence[str], T: int, seeds: int, seed: int = 0) ->
 
 def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: int = 10, T: Optional[int] = None,
         seeds: Optional[int] = None, formats: Optional[Sequence[str]] = None,
-        problems: Sequence[str] = ("quadratic", "logistic")) -> dict:
-    """Run the float-grid version of Theorem 1; return (and with ``out_dir`` write) ``convex_float.json``.
+        problems: Sequence[str] = ("quadratic", "logistic"), progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run the float-grid version of Theorem 1; return (and with ``out_dir`` write) ``convex_float.json``
+    (``progress(text)`` hears of every tenth of each problem's steps).
 
     ``rows``: one per (problem, format) with ``relative_step`` :math:`2^{-m}`, ``delta_eff``, the
     gaps at ``T`` (``sr_float_gap``, ``r_float_gap``, ``sr_uniform_gap``, with standard errors),
@@ -108,7 +112,7 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, d: in
     for p_i, name in enumerate(problems):
         prob = make_problem(name, d=d, seed=seed)
         with single_thread():
-            sims = simulate(prob, formats, T, seeds, seed=stream_key(seed, p_i, 8) & (2**62 - 1))
+            sims = simulate(prob, formats, T, seeds, seed=stream_key(seed, p_i, 8) & (2**62 - 1), progress=progress)
         for (kind, f), by_T in sims.items():
             for Tk, g in by_T.items():
                 curves.append({"problem": name, "kind": kind, "format": f, "T": Tk, "gap": float(g.mean())})

@@ -222,8 +222,10 @@ def p_right_limit(grid: Grid, grad_fn: Callable, sigma: float, state: int) -> fl
 
 
 def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, alphas: Optional[Sequence[float]] = None,
-        alpha_sim: float = 0.1, sim_steps: Optional[int] = None, product_d: int = 2) -> dict:
-    """Theorem 5 on the toy (:mod:`qtrain.theory.toy`); return (and with ``out_dir`` write) ``markov.json``.
+        alpha_sim: float = 0.1, sim_steps: Optional[int] = None, product_d: int = 2,
+        progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Theorem 5 on the toy (:mod:`qtrain.theory.toy`); return (and with ``out_dir`` write) ``markov.json``;
+    ``progress(text)`` hears of each step size solved and of the simulation.
 
     Verdict keys: ``tv_falls`` (``tv_to_limit`` at the smallest α is below 0.02 and below the
     largest α's), ``pi_tilde_min > 0``, ``pi_tilde_at_minimizer`` (< 1: not concentrated),
@@ -245,7 +247,11 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, alpha
         T = transition_matrix(grid, toy.gradient, sigma, a)
         tvs.append(tv(stationary(T), pi_t))
         prm.append(p_right_given_move(T, i_ref))
+        if progress is not None:
+            progress(f"alpha {a:g}: pi_alpha solved ({len(tvs)}/{len(alphas)})")
     pi_sim = stationary(transition_matrix(grid, toy.gradient, sigma, alpha_sim))
+    if progress is not None:
+        progress(f"simulating {sim_steps:,} SR steps at alpha {alpha_sim:g}")
     counts = toy.simulate("sr", alpha_sim, sim_steps, seed, 7, sigma, grid, float(levels[i_min]))
     hist = counts / counts.sum()
     small = [p for a, p in zip(alphas, prm) if a <= 0.1]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -101,8 +101,9 @@ def simulate(method: str, lr: float, iters: int, seed: int = 0, run_index: int =
 
 def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, lrs: Optional[Sequence[float]] = None,
         iters: Optional[int] = None, sigma: float = DEFAULTS["sigma"], delta: float = DEFAULTS["delta"],
-        bits: int = DEFAULTS["bits"], x0: float = DEFAULTS["x0"]) -> dict:
-    """Run BC and SR at every learning rate; return (and with ``out_dir`` write) ``toy.json``.
+        bits: int = DEFAULTS["bits"], x0: float = DEFAULTS["x0"], progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run BC and SR at every learning rate; return (and with ``out_dir`` write) ``toy.json``;
+    ``progress(text)`` hears of each finished (method, lr).
 
     Verdict keys: ``bc_mass_rises`` (BC's ``mass_at_min`` increases as the rate shrinks and ends
     above 0.9), ``sr_stays_spread`` (SR's ``mass_at_min`` stays below 0.6 at every rate).
@@ -120,6 +121,8 @@ def run(out_dir: Optional[str] = None, seed: int = 0, quick: bool = False, lrs: 
             hist = counts / counts.sum()
             results.append({"method": method, "lr": lr, "iters": iters, "states": levels, "histogram": hist,
                             "mass_at_min": float(hist[i_min]), "mode": float(levels[int(np.argmax(hist))])})
+            if progress is not None:
+                progress(f"{method} lr {lr:g}: {len(results)}/{len(METHODS) * len(lrs)} chains done")
     seconds = time.perf_counter() - t0
     order = sorted(lrs, reverse=True)
     mass = {m: [next(r["mass_at_min"] for r in results if r["method"] == m and r["lr"] == lr) for lr in order]
