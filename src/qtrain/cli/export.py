@@ -14,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory (config.json + checkpoint.pt)")
     p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.safetensors")
     p.add_argument("--evaluate", action="store_true", help="also measure the reloaded model's test error")
+    p.add_argument("--data-dir", help="dataset folder, if it moved since training (none: the run's own)")
     p.set_defaults(func=main)
 
 
@@ -23,7 +24,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out {args.out} should end in .safetensors, e.g. --out {args.out.with_suffix('.safetensors')}")
-    info = export_run(args.run, args.out, evaluate=args.evaluate)
+    info = export_run(args.run, args.out, evaluate=args.evaluate, data_dir=args.data_dir)
     print(f"exported {args.run} (epoch {info['epoch']}) to {info['path']}: {info['bytes']:,} bytes, "
           f"{info['bytes'] / info['float32_bytes']:.3f}x the float32 model ({info['float32_bytes']:,} bytes; "
           f"checkpoint.pt {info['checkpoint_bytes']:,}); reloads bit-identically"

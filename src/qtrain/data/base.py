@@ -146,6 +146,8 @@ def find_dir(root: Path, names: Sequence[str], marker: Iterable[str]) -> Optiona
 
 
 def missing_error(what: str, root: Path, names: Sequence[str], how: str) -> FileNotFoundError:
-    """One-line FileNotFoundError naming where ``what`` was looked for and how to get it."""
+    """One-line FileNotFoundError naming where ``what`` was looked for, the flag that points
+    elsewhere (``--data-dir``; ``data_dir=`` in Python) and ``how`` to get the files."""
     where = f"{root / names[0]} (or the files directly in {root})" if names else str(root)
-    return FileNotFoundError(f"{what} not found: expected {where}; {how}")
+    return FileNotFoundError(f"{what} not found: expected {where}; pass --data-dir DIR (Python: data_dir=DIR) "
+                             f"naming the folder that holds it, or {how}")

@@ -231,8 +231,8 @@ def _load(name: str, spec: dict, data_dir: Optional[PathLike], download: bool) -
         pretty = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
         raise missing_error(
             pretty, root, spec["names"],
-            f"pass download=True (qtrain: --download) or get {spec['url']} and extract it "
-            f"into {root}")
+            f"fetch it once with `qtrain train --data {name} --download --data-dir DIR ...` (Python: download=True) "
+            f"or extract {spec['url']} into DIR")
     k = spec["num_classes"]
     train_x, train_y = _load_split(folder, spec["train"], spec["label_key"], k)
     test_x, test_y = _load_split(folder, spec["test"], spec["label_key"], k)

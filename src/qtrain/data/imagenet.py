@@ -122,8 +122,8 @@ def load_imagenet(data_dir: Optional[PathLike] = None, download: bool = False,
     folder = find_dir(root, ("imagenet",), ["train", "val"])
     if folder is None:
         raise missing_error("ImageNet", root, ("imagenet",),
-                            "it must hold train/<class>/*.JPEG and val/<class>/*.JPEG (download "
-                            "ILSVRC2012 from image-net.org and sort val/ into class folders)")
+                            "prepare DIR with train/<class>/*.JPEG and val/<class>/*.JPEG (ILSVRC2012 "
+                            "from image-net.org, val/ sorted into class folders)")
     classes = sorted(e.name for e in os.scandir(folder / "train") if e.is_dir())
     if not classes:
         raise FileNotFoundError(f"{folder / 'train'} has no class folders")

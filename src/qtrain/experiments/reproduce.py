@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_json
 from . import render, stats, verdicts
-from .table1 import SEEDS, cores, run_table1
+from .table1 import SEEDS, cell_config, cells, check_data, cores, run_table1
 from .verdicts import Claim, from_bool
 
 PARTS = ("convex", "toy", "markov", "table1")
@@ -48,6 +48,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         raise NotADirectoryError(f"--out {out} is a file; pass a directory for the report")
     out.mkdir(parents=True, exist_ok=True)
     quick = scale == "quick"
+    names = table1_cells or list(cells(scale))  # data first: a missing --data-dir stops before the theory parts
+    check_data([cell_config(cells(scale)[n], data_dir=data_dir, **overrides) for n in names if n in cells(scale)])
     results, times = {}, {}
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     t_start = time.perf_counter()

@@ -108,6 +108,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                 log(f"{name} seed {cfg.seed}: no finished run in {run_dir} (skipped)")
             else:
                 jobs.append(((name, k), cfg, run_dir))
+    check_data([cfg for _, cfg, _ in jobs])
     threads = [cfg.threads for cfg, _ in plan.values()]
     n_workers = (default_workers(None if None in threads else max(threads, default=1)) if workers is None
                  else _positive("workers", workers, "--workers 2"))
@@ -132,6 +133,16 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                   reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
     return report
+
+
+def check_data(configs: Sequence[TrainConfig]) -> None:
+    """Load each dataset the runs need once, here, so a missing ``--data-dir`` stops the command with
+    one line before any worker starts (ImageNet is only indexed by its runs, so it is left to them)."""
+    from ..data import load_dataset
+
+    for data, data_dir in dict.fromkeys((c.data, c.data_dir) for c in configs):
+        if data != "imagenet":
+            load_dataset(data, data_dir)
 
 
 def _train_one(cfg_dict: dict, run_dir: str, resume: bool, epoch_lines: bool = True) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -41,14 +41,18 @@ def build_model(cfg: TrainConfig):
     return build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs), ds
 
 
-def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool = False) -> dict:
-    """Write run ``run_dir``'s weights to ``out``; returns (and stores in summary.json) the sizes."""
+def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool = False,
+               data_dir: Optional[str] = None) -> dict:
+    """Write run ``run_dir``'s weights to ``out``; returns (and stores in summary.json) the sizes.
+    ``data_dir`` replaces the run's dataset folder (moved since training)."""
     from .config import load_run_config
     from .distributed import Dist
     from .loop import evaluate as eval_net
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, flag="qtrain export RUN")
+    if data_dir is not None:
+        cfg.data_dir = data_dir
     if not (run_dir / CHECKPOINT).is_file():
         raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} (the run stopped before its first save); "
                                 f"start it again: qtrain train --config {run_dir / 'config.json'} --out {run_dir}")
