@@ -123,7 +123,7 @@ def _toy(method, steps=120):
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.ones(500))
     target = torch.full((500,), 1.0 + 3e-3)
-    opt = QuantizedOptimizer(torch.optim.Adam([w], lr=1e-4), method, Grid.float("bfloat16"), seed=0)
+    opt = QuantizedOptimizer(torch.optim.Adam([w], lr=1e-4), method, Grid.float("bfloat16"), seed=0, params=[w])
     for _ in range(steps):
         opt.zero_grad()
         ((w - target) ** 2).mean().backward()
@@ -168,7 +168,7 @@ def test_optimizer_state_round_trip_resumes_bit_identically():
     def make():
         torch.manual_seed(0)
         w = torch.nn.Parameter(torch.randn(300))
-        return w, QuantizedOptimizer(torch.optim.Adam([w], lr=1e-2), "sr", Grid.float("float8_e5m2"), seed=3)
+        return w, QuantizedOptimizer(torch.optim.Adam([w], lr=1e-2), "sr", Grid.float("float8_e5m2"), seed=3, params=[w])
 
     def steps(w, opt, n):
         for _ in range(n):

@@ -29,7 +29,7 @@ def test_lent_latents_give_bc_written_out(shape):
     w0 = torch.randn(shape) * 0.3
     grads = [torch.randn(shape) for _ in range(4)]
     p = nn.Parameter(w0.clone())
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G, params=[p])
     ptr = p.data_ptr()
     for g, want in zip(grads, reference_bc(w0, grads, 0.05)):
         p.grad = g.clone()
@@ -42,7 +42,7 @@ def test_non_contiguous_parameter_and_its_strides_survive():
     torch.manual_seed(1)
     w0 = torch.randn(6, 4)
     p = nn.Parameter(w0.clone().t())  # strides (1, 4)
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "bc", G)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "bc", G, params=[p])
     g = torch.randn(4, 6)
     p.grad = g.clone()
     opt.step()
@@ -82,7 +82,7 @@ def test_a_base_optimizer_that_rebinds_data_loses_no_update():
     w0 = torch.randn(50) * 0.3
     grads = [torch.randn(50) for _ in range(3)]
     p = nn.Parameter(w0.clone())
-    opt = QuantizedOptimizer(Rebinding([p], lr=0.05), "bc", G)
+    opt = QuantizedOptimizer(Rebinding([p], lr=0.05), "bc", G, params=[p])
     for g, want in zip(grads, reference_bc(w0, grads, 0.05)):
         p.grad = g.clone()
         opt.step()
@@ -97,7 +97,7 @@ class Failing(torch.optim.SGD):
 
 def test_an_error_in_the_base_step_returns_the_parameter_its_storage():
     p = nn.Parameter(torch.randn(40))
-    opt = QuantizedOptimizer(Failing([p], lr=0.1), "bc", G)
+    opt = QuantizedOptimizer(Failing([p], lr=0.1), "bc", G, params=[p])
     ptr, before = p.data_ptr(), p.detach().clone()
     p.grad = torch.ones(40)
     with pytest.raises(RuntimeError, match="boom"):
@@ -112,7 +112,7 @@ def test_float16_parameters_lend_their_latents_to_the_float32_work_copy():
     w0 = torch.randn(64) * 0.3
     g = torch.randn(64)
     p = nn.Parameter(w0.clone().half())
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.05), "bc", G, params=[p])
     p.grad = g.half()
     opt.step()
     want = reference_bc(w0.half().float(), [g.half().float()], 0.05)[0]
@@ -124,7 +124,7 @@ def test_an_error_while_lending_gives_every_parameter_its_storage_back():
     first) must not stay on its latent's storage, or BC would round its latent in place forever."""
     torch.manual_seed(4)
     a, b = nn.Parameter(torch.randn(10) * 0.3), nn.Parameter(torch.randn(10) * 0.3)
-    opt = QuantizedOptimizer(torch.optim.SGD([a, b], lr=0.01), "bc", G)
+    opt = QuantizedOptimizer(torch.optim.SGD([a, b], lr=0.01), "bc", G, params=[a, b])
     a_ptr, b_saved = a.data_ptr(), b.data
     b.data = torch.zeros(12)
     a.grad, b.grad = torch.ones(10), torch.ones(12)
@@ -149,7 +149,7 @@ class RebindingBadly(Rebinding):
 
 def test_an_error_while_returning_still_gives_every_parameter_its_storage_back():
     a, b = nn.Parameter(torch.randn(10)), nn.Parameter(torch.randn(10))
-    opt = QuantizedOptimizer(RebindingBadly([a, b], lr=0.1), "bc", G)
+    opt = QuantizedOptimizer(RebindingBadly([a, b], lr=0.1), "bc", G, params=[a, b])
     ptrs = a.data_ptr(), b.data_ptr()
     a.grad, b.grad = torch.ones(10), torch.ones(10)
     with pytest.raises(RuntimeError):
@@ -159,7 +159,7 @@ def test_an_error_while_returning_still_gives_every_parameter_its_storage_back()
 
 def test_a_parameter_viewed_with_another_shape_at_the_same_address_is_copied_not_lent():
     p = nn.Parameter(torch.randn(20) * 0.3)
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.01), "bc", G)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.01), "bc", G, params=[p])
     p.grad = torch.ones(20)
     opt.step()
     p.data = p.data.view(1, 20)  # same data_ptr, another shape

@@ -71,7 +71,7 @@ def test_float_is_bit_for_bit_the_base_optimizer(base):
 def test_r_small_updates_never_move():
     w = nn.Parameter(quantize(torch.randn(10_000), Grid.uniform(0.5)))
     w0 = w.detach().clone()
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "r", Grid.uniform(0.5), diagnostics=True)
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "r", Grid.uniform(0.5), diagnostics=True, params=[w])
     for _ in range(20):
         w.grad = torch.empty_like(w).uniform_(-2.4, 2.4)  # lr*|g| <= 0.24 < Δ/2
         opt.step()
@@ -83,7 +83,7 @@ def test_r_small_updates_never_move():
 def test_sr_mean_move_equals_sgd_step():
     n, lr, g, delta = 200_000, 0.1, 0.7, 0.25
     w = nn.Parameter(torch.zeros(n))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=3, diagnostics=True)
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=3, diagnostics=True, params=[w])
     w.grad = torch.full_like(w, g)
     opt.step()
     p = lr * g / delta  # moves one level down with probability p
@@ -100,7 +100,7 @@ def test_bc_on_a_quadratic_reaches_the_minimizer(bc_rounding):
     w_star = torch.tensor([0.3, -0.85, 0.1, 1.2]) * delta * 2
     w = nn.Parameter(torch.zeros(4))
     base = torch.optim.SGD([w], lr=1.0)
-    opt = QuantizedOptimizer(base, "bc", Grid.uniform(delta), seed=1, bc_rounding=bc_rounding)
+    opt = QuantizedOptimizer(base, "bc", Grid.uniform(delta), seed=1, bc_rounding=bc_rounding, params=[w])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (t + 1))
     avg_wb = torch.zeros(4)
     for t in range(steps):
@@ -263,3 +263,21 @@ def test_float_refuses_nan_gradients_too():
     m[6].weight.grad.fill_(float("inf"))
     with pytest.raises(FloatingPointError, match="non-finite"):
         opt.step()
+
+
+def test_default_params_are_linear_and_conv_weights_only():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    opt = QuantizedOptimizer(torch.optim.Adam(m.parameters(), lr=0.01), "sr", Grid.binary(1.0))
+    assert [p.ndim for p in opt.qparams] == [4, 2] and opt.qparams[0] is m[0].weight and opt.qparams[1] is m[3].weight
+    assert opt.names == ["param0", "param4"]  # positions in the base optimizer: conv w, conv b, bn w, bn b, linear w
+    m(torch.randn(8, 1, 8, 8)).sum().backward()
+    opt.step()
+    assert set(m[0].weight.unique().tolist()) <= {-1.0, 1.0} and set(m[3].weight.unique().tolist()) <= {-1.0, 1.0}
+    for p in (m[0].bias, m[1].weight, m[1].bias, m[3].bias):  # biases and batch-norm stay float
+        assert not set(p.detach().unique().tolist()) <= {-1.0, 1.0}
+    explicit = QuantizedOptimizer(torch.optim.Adam(m.parameters(), lr=0.01), "sr", Grid.binary(1.0), params=[m[3].bias])
+    assert explicit.qparams == [m[3].bias]  # an explicit list still overrides
+    with pytest.raises(ValueError, match="nothing to quantize"):
+        QuantizedOptimizer(torch.optim.SGD([torch.zeros(5, requires_grad=True)], lr=0.1), "bc", Grid.binary(1.0))
+    QuantizedOptimizer(torch.optim.SGD([torch.zeros(5, requires_grad=True)], lr=0.1), "float", Grid.binary(1.0))

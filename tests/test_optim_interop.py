@@ -193,7 +193,7 @@ def test_low_precision_sr_is_unbiased_and_on_the_grid(dtype):
     first would lose every upward move."""
     n, lr, delta = 200_000, 1e-3, 1 / 16
     w = nn.Parameter(torch.full((n,), 0.5, dtype=dtype))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=2, diagnostics=True)
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=lr), "sr", Grid.uniform(delta), seed=2, diagnostics=True, params=[w])
     w.grad = torch.cat([torch.ones(n // 2), -torch.ones(n // 2)]).to(dtype)
     opt.step()
     assert w.dtype == dtype and w.grad.dtype == dtype
@@ -241,8 +241,8 @@ def test_low_precision_model_stays_exactly_on_the_grid_and_resumes(method):
 def test_low_precision_refuses_grids_it_cannot_hold():
     w = nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="bfloat16 but Grid.uniform.*cannot hold exactly; use a power-of-two"):
-        QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "sr", Grid.uniform(0.1, bits=8))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=1000.0625), "r", Grid.uniform(2**-4))  # unbounded: checked per step
+        QuantizedOptimizer(torch.optim.SGD([w], lr=0.1), "sr", Grid.uniform(0.1, bits=8), params=[w])
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=1000.0625), "r", Grid.uniform(2**-4), params=[w])  # unbounded: checked per step
     w.grad = torch.full_like(w, -1.0)  # w + s = 1000.0625 in float32, a level bfloat16 cannot hold
     with pytest.raises(ValueError, match="4 quantized entries of param0 .* cannot be stored exactly in torch.bfloat16"):
         opt.step()

@@ -52,7 +52,7 @@ def test_schedulers_drive_the_base_learning_rate_without_warnings(make):
 
 def test_clipping_before_step_clips_what_the_quantizer_sees():
     w = nn.Parameter(torch.zeros(4))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=1.0), "r", Grid.uniform(0.25))
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=1.0), "r", Grid.uniform(0.25), params=[w])
     w.grad = torch.tensor([30.0, -40.0, 0.0, 0.0])  # norm 50 -> clipped to norm 1: (0.6, -0.8)
     nn.utils.clip_grad_norm_([w], 1.0)
     opt.step()

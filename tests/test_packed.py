@@ -53,7 +53,7 @@ def test_packed_step_equals_per_tensor_calls(method, grid, bc_rounding):
 @needs_kernel
 def test_packed_rebuilds_when_storage_changes():
     p = torch.nn.Parameter(torch.randn(50))
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "sr", Grid.uniform(2**-4), seed=0)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "sr", Grid.uniform(2**-4), seed=0, params=[p])
     p.grad = torch.randn(50)
     opt.step()
     p.data = torch.randn(50)  # new storage: the cached record must not write to the old one
@@ -66,7 +66,7 @@ def test_packed_rebuilds_when_storage_changes():
 @needs_kernel
 def test_packed_nan_raises():
     p = torch.nn.Parameter(torch.randn(40))
-    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "r", Grid.uniform(2**-4), check_finite=False)
+    opt = QuantizedOptimizer(torch.optim.SGD([p], lr=0.1), "r", Grid.uniform(2**-4), check_finite=False, params=[p])
     p.grad = torch.full((40,), float("nan"))
     with pytest.raises(ValueError, match="without a finite level"):
         opt.step()

@@ -95,8 +95,12 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             (per-layer scales such as ``lambda p: Grid.binary(p.abs().mean().item())``); or a
             dict ``{name: Grid}`` with one entry per name in ``params``.
         params: the tensors to quantize, or ``(name, tensor)`` pairs (names label the
-            diagnostics and key a dict ``grid``); default: every parameter of ``base``
-            (named ``param0``, ``param1``, ...). Others train in float.
+            diagnostics and key a dict ``grid``). Default: the weights of the Linear and Conv
+            layers among ``base``'s parameters, i.e. every one with ``ndim >= 2`` (named
+            ``param<i>`` by their position in ``base``); biases and normalisation parameters
+            (1-D) train in float, as do all others not listed. A bc/r/sr optimizer with
+            nothing to quantize is refused. The paper quantizes conv weights only:
+            ``params=named_conv_weights(model)``.
         seed: any integer; keys SR's randomness (and BC's with ``bc_rounding="stochastic"``).
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
@@ -130,7 +134,14 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self._patch_step_function()
 
         owned = {id(p) for g in base.param_groups for p in g["params"]}
-        named = named_params(params if params is not None else [p for g in base.param_groups for p in g["params"]])
+        if params is None:  # weights of Linear/Conv layers (ndim >= 2); biases, norms stay float
+            every = [p for g in base.param_groups for p in g["params"]]
+            named = named_params([(f"param{i}", p) for i, p in enumerate(every) if p.ndim >= 2])
+            if method != "float" and not named:
+                raise ValueError(f"method={method!r} has nothing to quantize: no parameter of the base optimizer has "
+                                 "ndim >= 2 (Linear/Conv weights); name the tensors, e.g. params=[w]")
+        else:
+            named = named_params(params)
         for name, p in named:
             if id(p) not in owned:
                 raise ValueError(f"parameter {name!r} (shape {tuple(p.shape)}) is not in the base optimizer's param groups; "
