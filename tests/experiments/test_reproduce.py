@@ -41,6 +41,10 @@ def test_reproduce_quick_reduced(tmp_path):
     for text in (render.wall_time(report), render.machine_prose(report), "measured: digits-smallcnn"):
         assert html.escape(text, quote=False) in page
     assert any("[4/4] table1" in line for line in lines)  # progress says what runs and what remains
+    # the poster's values sit beside other models and data: the caveat is there, twice (table, claims)
+    assert md.count("compare orderings, not values") == 2 and "compare orderings, not values" in page
+    # figures are embedded: the page shows them wherever it is moved
+    assert "src='data:image/png;base64," in page and "src='theory/" not in page and "src='table1/" not in page
     # the theory verdicts hold even at the reduced size
     verdict = {c["id"]: c["verdict"] for c in report["claims"]}
     assert all(verdict[k] == "reproduced" for k in ("thm1-floor", "bounds", "cor1-bc", "toy-bc", "toy-sr", "thm5-spread"))
@@ -60,3 +64,12 @@ def test_wall_time_says_when_runs_were_reused():
 def test_reproduce_bad_scale(tmp_path, capsys):
     assert cli(["reproduce", "--scale", "giant", "--out", str(tmp_path)]) == 2
     assert "scale='giant'" in capsys.readouterr().err
+
+
+def test_html_embeds_images_it_finds_and_keeps_other_links(tmp_path):
+    (tmp_path / "fig").mkdir()
+    (tmp_path / "fig" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    page = render.to_html("![a](fig/a.png)\n\n![b](fig/missing.png)", "t", base=tmp_path)
+    assert "src='data:image/png;base64,iVBORw0KGgpmYWtl'" in page and "src='fig/missing.png'" in page
+    assert "src='fig/a.png'" in render.to_html("![a](fig/a.png)", "t")  # no folder given: links as before
+

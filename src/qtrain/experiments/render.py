@@ -2,7 +2,8 @@ r"""The reproduction report as Markdown, and the same text as HTML.
 
 :func:`to_html` converts the small Markdown subset :func:`markdown` writes (headings, paragraphs,
 bullet lists, pipe tables, images, ``**bold**`` and ``code``), so ``report.html`` holds exactly
-what ``report.md`` does.
+what ``report.md`` does; given the report's folder, it embeds the figures as ``data:`` URIs, so the
+page still shows them when it is moved or mailed alone.
 
 >>> page = to_html("# T\n\n- **a** `b`\n\n| x | y |\n|---|---|\n| 1 | 2 |", "t")
 >>> [tag in page for tag in ("<h1>T</h1>", "<li><b>a</b> <code>b</code></li>", "<th>x</th>", "<td>2</td>")]
@@ -10,9 +11,11 @@ what ``report.md`` does.
 """
 from __future__ import annotations
 
+import base64
 import html
 import re
-from typing import List
+from pathlib import Path
+from typing import List, Optional
 
 from .table1 import seeds_text, table
 from .verdicts import headline
@@ -56,13 +59,16 @@ def markdown(report: dict) -> str:
              wall_time(report), "", machine_prose(report), ""]
     if report.get("command"):
         lines += [f"Command: `{report['command']}`", ""]
+    caveat = ([] if report["scale"] == "paper" else
+              [f"The {report['scale']} scale trains other models on other data than the poster (its columns are "
+               "named in the table): **compare orderings, not values**, with the poster's numbers.", ""])
     lines += [f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
               f"({seeds_text(seeds[0]) if len(seeds) == 1 else 'seeds vary by cell'}; seed = preset seed + k), "
               f"verdicts by one-sided tests at level {report['alpha']}"
               + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
-              "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""]
+              "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""] + caveat
     lines += table({"cells": report["table1_cells"]})
-    lines += ["", "## Claims", "", "| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
+    lines += ["", "## Claims", ""] + caveat + ["| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         lines.append(f"| {_cell(c['claim'])} | {_cell(c['source'])} | {_cell(c['measured'])} | {_cell(c['poster'])} | "
                      f"{_verdict(c)} |")
@@ -89,15 +95,25 @@ def _row(line: str) -> List[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
 
-def to_html(md: str, title: str) -> str:
-    """HTML of the Markdown subset :func:`markdown` writes."""
+def _image_src(src: str, base: Optional[Path]) -> str:
+    """``src`` as a ``data:`` URI when ``base / src`` is a readable PNG/SVG/JPEG, else as it is."""
+    kinds = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+    path = None if base is None else Path(base) / src
+    if path is None or path.suffix.lower() not in kinds or not path.is_file():
+        return src
+    return f"data:{kinds[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def to_html(md: str, title: str, base: Optional[Path] = None) -> str:
+    """HTML of the Markdown subset :func:`markdown` writes; images found under ``base`` are embedded."""
     out, lines, i = [], md.splitlines(), 0
     while i < len(lines):
         line = lines[i]
         if m := re.match(r"(#{1,3}) (.*)", line):
             out.append(f"<h{len(m[1])}>{_inline(m[2])}</h{len(m[1])}>")
         elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
-            out.append(f"<p><img alt='{html.escape(m[1])}' src='{html.escape(m[2])}' style='max-width:100%'></p>")
+            out.append(f"<p><img alt='{html.escape(m[1])}' src='{html.escape(_image_src(m[2], base))}' "
+                       "style='max-width:100%'></p>")
         elif line.startswith("|"):
             rows = []
             while i < len(lines) and lines[i].startswith("|"):

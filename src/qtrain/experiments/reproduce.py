@@ -82,7 +82,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     atomic_write_json(out / "report.json", report)
     md = render.markdown(report)
     atomic_write_bytes(out / "report.md", md.encode())
-    atomic_write_bytes(out / "report.html", render.to_html(md, f"qtrain reproduction report ({scale} scale)").encode())
+    atomic_write_bytes(out / "report.html", render.to_html(md, f"qtrain reproduction report ({scale} scale)", base=out).encode())
     log(f"== reproduce: {verdicts.headline(counts)}; report in {out / 'report.md'} ==")
     return report
 
