@@ -52,6 +52,14 @@ def test_quick_table1_end_to_end(tmp_path):
     # ... but never mixes in a finished run made with other settings
     with pytest.raises(ValueError, match="epochs=1"):
         run_table1("quick", tmp_path, only=only[:1], progress=False, log=lambda *_: None, train_subset=256, seeds=1)
+    # --retrain trains finished runs again (here with 2 epochs instead of 1), the others stay reused
+    before = (tmp_path / "runs" / only[1] / "seed0" / "summary.json").read_bytes()
+    redo = run_table1("quick", tmp_path, only=only[:1], progress=False, log=lambda *_: None, train_subset=256, seeds=1,
+                      epochs=2, retrain=True)
+    assert redo["runs_trained"] == 1 and redo["runs_reused"] == 0 and redo["cells"][0]["epochs"] == 2
+    assert (tmp_path / "runs" / only[1] / "seed0" / "summary.json").read_bytes() == before
+    with pytest.raises(ValueError, match="drop one"):
+        run_table1("quick", tmp_path, only=only[:1], report_only=True, retrain=True, log=lambda *_: None)
 
 
 def test_seeds_and_workers(tmp_path):

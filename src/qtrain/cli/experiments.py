@@ -11,6 +11,7 @@ SEEDS_HELP = ("Table 1 runs per cell, with seeds preset seed + 0, 1, ..., N-1, e
               "(default: quick 5, mini 3, paper 1)")
 WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the quick and mini scales, "
                 "whose runs use 1 torch thread each; 1 at the paper scale); results do not depend on it")
+RETRAIN_HELP = "delete the Table 1 run folders (finished or interrupted) and train them again, instead of reusing them"
 NO_PROGRESS_HELP = "no progress bars: one line per run and epoch (also the default when stdout is not a terminal)"
 
 
@@ -32,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override any TrainConfig field in every cell, e.g. --set scale=1 lr=0.001")
     p.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
+    p.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     p.set_defaults(func=table1)
 
     r = sub.add_parser("reproduce", help="every poster result (theory + Table 1) into one report",
@@ -47,6 +49,7 @@ def register(sub) -> None:
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every Table 1 cell")
     r.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
+    r.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     r.set_defaults(func=reproduce)
 
 
@@ -64,7 +67,8 @@ def table1(args: argparse.Namespace) -> int:
     with run_lock(args.out, "table1"):
         report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
                             progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
-                            device=args.device, seeds=args.seeds, workers=args.workers, **parse_set(args.set))
+                            device=args.device, seeds=args.seeds, workers=args.workers, retrain=args.retrain,
+                            **parse_set(args.set))
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -77,7 +81,7 @@ def reproduce(args: argparse.Namespace) -> int:
     with run_lock(args.out, "reproduce"):
         run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
                       epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
-                      command=shlex.join(["qtrain"] + sys.argv[1:]), **parse_set(args.set))
+                      command=shlex.join(["qtrain"] + sys.argv[1:]), retrain=args.retrain, **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
 

@@ -32,10 +32,11 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
                   seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
-                  **overrides) -> dict:
+                  retrain: bool = False, **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
-    ``command`` (the command line, if any) is recorded in the report. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
+    ``command`` (the command line, if any) is recorded in the report; ``retrain`` trains Table 1's
+    runs again instead of reusing finished ones. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
     """
     from ..plots.theory import draw
@@ -60,7 +61,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         if part == "table1":
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
                                        log=log, epochs=epochs, device=device, train_subset=train_subset, seeds=seeds,
-                                       workers=workers, **overrides)
+                                       workers=workers, retrain=retrain, **overrides)
         else:
             module = {"convex": convex, "toy": toy, "markov": markov}[part]
             results[part] = module.run(str(out / "theory"), seed=seed, quick=quick)

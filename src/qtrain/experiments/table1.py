@@ -25,6 +25,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -77,10 +78,11 @@ def _positive(name: str, value, example: str) -> int:
 
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
                report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
-               workers: Optional[int] = None, **overrides) -> dict:
+               workers: Optional[int] = None, retrain: bool = False, **overrides) -> dict:
     """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
 
     ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests).
+    ``retrain`` deletes the selected cells' run folders (finished or not) and trains them anew.
     """
     out = Path(out)
     available = cells(scale)
@@ -89,6 +91,8 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     if unknown:
         raise ValueError(f"unknown cell(s) {', '.join(unknown)} for scale {scale!r}; see `qtrain table1 --scale {scale} --list`")
     n_seeds = SEEDS[scale] if seeds is None else _positive("seeds", seeds, "--seeds 5")
+    if retrain and report_only:
+        raise ValueError("--retrain trains the runs again and --report-only trains nothing; drop one of them")
     t0 = time.perf_counter()
     plan, jobs, done = {}, [], {}
     for name in names:
@@ -100,6 +104,8 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             cfg = dataclasses.replace(base, seed=base.seed + k)
             run_dir = out / "runs" / name / f"seed{cfg.seed}"
             plan[(name, k)] = (cfg, run_dir)
+            if retrain and run_dir.exists():
+                shutil.rmtree(run_dir)
             if (run_dir / "summary.json").exists():
                 summary = json.loads((run_dir / "summary.json").read_text())
                 _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
