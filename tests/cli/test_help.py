@@ -17,7 +17,7 @@ def _subparsers(parser):
     return action.choices
 
 
-@pytest.mark.parametrize("command", ["", "train", "table1", "reproduce", "convex", "toy", "markov", "export"])
+@pytest.mark.parametrize("command", ["", "train", "table1", "reproduce", "convex", "toy", "markov", "export", "plot"])
 def test_help_does_not_import_torch(command):
     code = ("import sys\nfrom qtrain.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % ([command, "--help"] if command else ["--help"]))
@@ -31,7 +31,7 @@ def test_every_option_has_a_description_and_no_abbreviations():
     parser = build_parser()
     assert not parser.allow_abbrev
     subs = _subparsers(parser)
-    assert {"train", "table1", "reproduce", "convex", "toy", "markov", "export"} <= set(subs)
+    assert {"train", "table1", "reproduce", "convex", "toy", "markov", "export", "plot"} <= set(subs)
     for name, sub in subs.items():
         assert not sub.allow_abbrev, name
         for action in sub._actions:

@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
     info = export_run(args.run, args.out, evaluate=args.evaluate, data_dir=args.data_dir)
     print(f"exported {args.run} (epoch {info['epoch']}) to {info['path']}: {info['bytes']:,} bytes, "
           f"{info['bytes'] / info['float32_bytes']:.3f}x the float32 model ({info['float32_bytes']:,} bytes; "
-          f"checkpoint.pt {info['checkpoint_bytes']:,}); reloads bit-identically"
+          f"checkpoint.pt {info['checkpoint_bytes']:,} bytes); reloads bit-identically"
           + (f"; reloaded test error {info['test_error']:.2f}%" if args.evaluate else ""))
     print(json.dumps(rounded({k: info[k] for k in ("path", "bytes", "float32_bytes", "checkpoint_bytes", "packed_bytes",
                                                    "float_bytes", "header_bytes", "quantized")
