@@ -35,7 +35,8 @@ def torchrun(nproc, out, *args):
     r = subprocess.run(torchrun_cmd(nproc, out, *args), capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "terminate called" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
-    *epochs, last = r.stdout.strip().splitlines()
+    first, *epochs, last = r.stdout.strip().splitlines()
+    assert first.startswith("training: method "), r.stdout  # rank 0 says what trains, once
     assert json.loads(last)["test_error"] is not None, r.stdout  # rank 0 reports, once
     assert len(epochs) == json.loads(last)["epochs"] and all(x.startswith("epoch ") for x in epochs), r.stdout
     return json.loads((out / "summary.json").read_text())

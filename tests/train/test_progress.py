@@ -22,7 +22,9 @@ class _Tty(io.StringIO):
 
 def test_one_line_per_epoch_then_rounded_json(tmp_path, capsys):
     assert cli(ARGS + ["--out", str(tmp_path / "r")]) == 0  # stdout is not a terminal under pytest
-    *lines, last = capsys.readouterr().out.strip().splitlines()
+    first, *lines, last = capsys.readouterr().out.strip().splitlines()
+    assert first.startswith("training: method sr (stochastic rounding) with adam, smallcnn on digits (512 training "
+                            "examples), 2 epochs of batch 64, lr 0.01, threads 1 -> ")
     assert [x.split()[:2] for x in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
     for x in lines:
         assert "train loss" in x and "test loss" in x and "error" in x and " lr " in x and x.endswith(" s")
@@ -38,7 +40,7 @@ def test_one_line_per_epoch_then_rounded_json(tmp_path, capsys):
 def test_no_progress_and_library_runs(tmp_path, capsys):
     cfg = TrainConfig(data="digits", model="smallcnn", epochs=1, batch_size=64, train_subset=256, test_subset=100)
     run(cfg, tmp_path / "a")
-    assert capsys.readouterr().out.startswith("epoch 1/1 ")
+    assert capsys.readouterr().out.splitlines()[1].startswith("epoch 1/1 ")
     run(TrainConfig(**{**cfg.to_dict(), "threads": None}), tmp_path / "b", epoch_lines=False)
     assert capsys.readouterr().out == ""
 

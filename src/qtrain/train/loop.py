@@ -43,7 +43,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
-from .progress import bar_wanted, epoch_line
+from .progress import bar_wanted, epoch_line, start_line
 from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
 from .threads import pick_threads
 
@@ -278,6 +278,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
         log.rewrite(history)  # exactly one row per finished epoch, whatever the file held
     if not resume:
         save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
+    if epoch_lines:
+        print(start_line(cfg, ds.num_examples("train"), out_dir if keep else "(no --out: nothing kept)", start),
+              flush=True)
 
     # -- epochs -----------------------------------------------------------------------------
     resume_cmd = command_line(d, f"--resume {shlex.quote(str(out_dir))}") if keep else "nothing is kept without --out"

@@ -50,7 +50,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("--tensorboard needs the tensorboard package: pip install 'qtrain[tensorboard]'") from None
+                raise ValueError("--tensorboard needs the tensorboard package: pip install 'qtrain[tensorboard]' "
+                                 "(or QTRAIN_EXTRAS=tensorboard bash scripts/setup.sh)") from None
             self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def rewrite(self, rows: List[dict]) -> None:

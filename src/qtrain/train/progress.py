@@ -42,6 +42,19 @@ def rounded(record: dict) -> dict:
     return {k: _round(k, v) for k, v in record.items()}
 
 
+_METHODS = {"float": "float (no quantization; --method bc|r|sr quantizes)", "bc": "bc (BinaryConnect)",
+            "r": "r (deterministic rounding)", "sr": "sr (stochastic rounding)"}
+
+
+def start_line(cfg, n_train: int, out_dir, start_epoch: int = 0) -> str:
+    """One line before the first epoch: what trains, on what, with how many threads, where to."""
+    threads = "torch's default" if cfg.threads is None else cfg.threads
+    return (f"{'resuming at epoch ' + str(start_epoch + 1) if start_epoch else 'training'}: method "
+            f"{_METHODS.get(cfg.method, cfg.method)} with {cfg.optimizer}, {cfg.model} on {cfg.data} "
+            f"({n_train:,} training examples), {cfg.epochs} epochs of batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"threads {threads} -> {out_dir}")
+
+
 def epoch_line(row: dict, epochs: int, held_out: str = "test") -> str:
     """One line for a finished epoch, e.g. ``epoch 3/10  train loss 0.5123 error 17.31%  test loss
     0.4871 error 16.02%  lr 0.01  4.2 s``."""
