@@ -113,7 +113,7 @@ def test_summarise_orders_by_seed_mean():
     assert bc["test_error"] == 7.5 and bc["test_error_sem"] == pytest.approx(0.5) and bc["weight_change_peaks"] == [10, 10]
     assert rep["counts"]["total"] == len(rep["claims"]) == 7
     assert rep["histories"]["c.bc-adam"] == [{"epoch": 1, "test_error": 7.5, "test_error_sem": pytest.approx(0.5),
-                                              "seeds": 2, "weight_change": {"l": 10}}]
+                                              "seeds": 2, "weight_change": {"l": 10}, "weight_change_sem": {"l": 0}}]
 
 
 def test_table1_cli_list_and_errors(capsys, tmp_path):

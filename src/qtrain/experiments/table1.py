@@ -14,8 +14,8 @@ Each (cell, seed) is its own resumable run in ``OUT/runs/<cell>/seed<s>/`` with 
 numbers do not depend on the number of workers or the machine's cores. :func:`run_table1` then
 writes ``table1.json`` (per cell: ``seeds``, ``test_errors``, their mean ``test_error`` and standard
 error ``test_error_sem``, ``weight_change_mean``, ``n_test``; per claim its verdict),
-``table1.md``, ``table1_error.png`` (seed means with a ± 1 SE band) and ``table1_weight_change.png``
-(seed means). Cells can be
+``table1.md``, ``table1_error.png`` and ``table1_weight_change.png`` (seed means with ± 1 SE
+bands). Cells can be
 spread over machines: run ``--cells`` subsets into copies of OUT, gather the ``runs/`` folders,
 then ``--report-only``.
 """
@@ -245,8 +245,8 @@ def summarise(scale: str, results: List[dict]) -> dict:
 
 
 def _mean_history(histories: List[list]) -> list:
-    """Per epoch, the seeds' mean test error, its standard error over seeds (None for one seed),
-    and per-layer % weights changed (epochs all seeds reached)."""
+    """Per epoch, the seeds' mean test error and per-layer % weights changed, each with its standard
+    error over seeds (None for one seed), for the epochs all seeds reached."""
     n = min((len(h) for h in histories), default=0)
     out = []
     for e in range(n):
@@ -255,7 +255,8 @@ def _mean_history(histories: List[list]) -> list:
         errs = [r["test_error"] for r in rows]
         out.append({"epoch": rows[0]["epoch"], "test_error": stats.mean(errs), "test_error_sem": stats.sem(errs),
                     "seeds": len(rows),
-                    "weight_change": {k: stats.mean([r["weight_change"][k] for r in rows]) for k in wc}})
+                    "weight_change": {k: stats.mean([r["weight_change"][k] for r in rows]) for k in wc},
+                    "weight_change_sem": {k: stats.sem([r["weight_change"][k] for r in rows]) for k in wc}})
     return out
 
 

@@ -53,7 +53,8 @@ def error_curves(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Pat
 
 def weight_change_panels(by_column: Dict[str, Dict[str, List[dict]]], path: Path) -> Path:
     """% of quantized weights differing from their starting values, per layer, vs epoch;
-    one panel per quantized method (rows: columns of the table), as on the poster."""
+    one panel per quantized method (rows: columns of the table), as on the poster. Rows holding
+    ``weight_change_sem`` (means over seeds) get a ± 1 SE band per layer; the title says so."""
     plt = _plt()
     cols = list(by_column)
     methods = [m for m in COLORS if any(m in by_column[c] and by_column[c][m] and by_column[c][m][0].get("weight_change")
@@ -69,14 +70,23 @@ def weight_change_panels(by_column: Dict[str, Dict[str, List[dict]]], path: Path
             layers = list(rows[0]["weight_change"]) if rows and rows[0].get("weight_change") else []
             cmap = plt.get_cmap("viridis")
             for k, layer in enumerate(layers):
-                ax.plot([r["epoch"] for r in rows], [r["weight_change"][layer] for r in rows],
-                        color=cmap(k / max(len(layers) - 1, 1)), lw=1.2, label=layer if len(layers) <= 8 else None)
+                x, y = [r["epoch"] for r in rows], [r["weight_change"][layer] for r in rows]
+                color = cmap(k / max(len(layers) - 1, 1))
+                ax.plot(x, y, color=color, lw=1.2, label=layer if len(layers) <= 8 else None)
+                se = [(r.get("weight_change_sem") or {}).get(layer) for r in rows]
+                if all(v is not None for v in se):
+                    ax.fill_between(x, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)], color=color,
+                                    alpha=0.2, lw=0)
             ax.set(title=f"{m} ({col})", xlabel="epoch")
             if j == 0:
                 ax.set_ylabel("% weights changed")
             ax.grid(alpha=0.3)
             if layers and len(layers) <= 8:
                 ax.legend(fontsize=6)
+    seeds = sorted({r.get("seeds", 1) for col in cols for rows in by_column[col].values() for r in rows[-1:]})
+    fig.suptitle("% of quantized weights changed since the start, per layer: mean over "
+                 f"{'/'.join(map(str, seeds)) or '?'} seed(s)" + ("; band: ± 1 SE over seeds" if max(seeds, default=1) > 1
+                                                                   else ""), fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
