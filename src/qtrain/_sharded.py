@@ -19,7 +19,10 @@ What needs the whole tensor:
   step on every rank (one all-reduce of a flag), so ranks never diverge.
 
 BC's latent weights are local shards (a rank holds only its shard's :math:`w_r`). Checkpoints:
-:mod:`qtrain.sharded` (``torch.distributed.checkpoint``).
+:mod:`qtrain.sharded` (``torch.distributed.checkpoint``). A loaded optimizer takes the model's
+sharded weights as they are (``dcp.load`` writes shards without bumping their version counter,
+so the unsharded path's "restore the weights this optimizer rounded" is off for DTensors): load
+the model's state from the same checkpoint, after building the optimizer.
 
 Refused at construction, in one line naming the parameter: tensor subclasses other than
 ``DTensor`` (the kernels read raw memory), sparse or meta tensors, DTensors whose shard is not a
@@ -70,7 +73,7 @@ def _global_offset(name: str, p) -> int:
                          f"{p.placements} give {tuple(shape)}; quantize FSDP2 (Shard(0)) or replicated parameters")
     full = list(p.shape)
     cut = next((d for d in range(len(full)) if shape[d] != full[d]), len(full))
-    if 0 not in shape and (any(shape[d] != 1 for d in range(cut)) or any(shape[d] != full[d] for d in range(cut + 1, len(full)))):
+    if 0 not in shape and cut < len(full) and (any(shape[d] != 1 for d in range(cut)) or any(shape[d] != full[d] for d in range(cut + 1, len(full)))):
         raise ValueError(f"parameter {name!r} is sharded as {p.placements} over shape {tuple(full)}: its shard is not a "
                          "block of consecutive entries, which SR's global indices need; shard it on dim 0 "
                          "(FSDP2's default) instead")

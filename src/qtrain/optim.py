@@ -164,8 +164,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     elif p.numel():  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
                                       resolve_key(self._key(i)) if rounding == "stochastic" else 0, self._shards.starts[i])
-                    if method != "bc":
-                        self._unquantized.append((pre, p._version, p.data_ptr()))
+                    if method != "bc":  # DTensors: DCP loads their shards without a version bump, so never
+                        self._unquantized.append((None,) * 3 if self._shards.dtensor[i] else (pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     param_groups = _delegated("param_groups")
