@@ -44,6 +44,37 @@ def _as_global(latent: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return DTensor.from_local(latent, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
 
 
+def _init_state(base: torch.optim.Optimizer) -> None:
+    """Give a base optimizer that has not stepped its state tensors, equal to having none: one step
+    at lr 0 with zero gradients creates them (what ``get_optimizer_state_dict`` would do, leaving
+    Adam at step 1), then every state tensor is zeroed (step 0, zero moments), from which the next
+    step computes what the first step of a fresh Adam, SGD (no dampening) or RMSprop computes.
+    DCP needs these tensors both to save and, on a new optimizer, as the template it loads into."""
+    if base.state:
+        return
+    params = [p for g in base.param_groups for p in g["params"] if p.requires_grad]
+    grads, lrs = [p.grad for p in params], [g.get("lr") for g in base.param_groups]
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.grad = torch.zeros_like(p)
+        for g, lr in zip(base.param_groups, lrs):
+            if lr is not None:
+                g["lr"] = torch.zeros_like(lr) if isinstance(lr, torch.Tensor) else 0.0
+        base.step()
+    finally:
+        for g, lr in zip(base.param_groups, lrs):
+            if lr is not None:
+                g["lr"] = lr
+        for p, grad in zip(params, grads):
+            p.grad = grad
+    with torch.no_grad():
+        for st in base.state.values():
+            for v in st.values():
+                if isinstance(v, torch.Tensor):
+                    v.zero_()
+
+
 def state_dict(model: nn.Module, opt: QuantizedOptimizer) -> Dict:
     """The optimizer's state for ``dcp.save`` (and, from a freshly built optimizer, the template
     that ``dcp.load`` fills in place before :func:`load_state_dict`)."""
@@ -51,6 +82,7 @@ def state_dict(model: nn.Module, opt: QuantizedOptimizer) -> Dict:
 
     if not isinstance(opt, QuantizedOptimizer):
         raise TypeError(f"opt must be a qtrain.QuantizedOptimizer, got {type(opt).__name__}")
+    _init_state(opt.base)
     with torch.no_grad():
         latents = {name: _as_global(latent, p) for name, p, latent in zip(opt.names, opt.qparams, opt.latents)}
     return {"base": get_optimizer_state_dict(model, opt.base),
@@ -75,5 +107,6 @@ def load_state_dict(model: nn.Module, opt: QuantizedOptimizer, state: Dict) -> N
     if opt.method == "bc" and sorted(saved) != sorted(names):
         raise ValueError(f"sharded checkpoint holds BC latents for {sorted(saved)[:4]}, its names are {names[:4]}: corrupt")
     q["latents"] = [local(saved[n]) for n in names] if opt.method == "bc" else []
+    _init_state(opt.base)
     set_optimizer_state_dict(model, opt.base, state["base"])
     opt.load_state_dict({**opt.base.state_dict(), "qtrain": q})

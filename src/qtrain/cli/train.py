@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="also save mid-epoch every M minutes (default 10; 0: at epoch ends only); SIGINT/SIGTERM always save")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help="under torchrun: give up with one line when another rank is silent this long (default 600)")
+    p.add_argument("--fsdp", action="store_true", default=None,
+                   help="shard parameters, optimizer state and BC latents over the ranks (FSDP2, per block); "
+                        "checkpoints are sharded (torch.distributed.checkpoint) and resume on any number of ranks")
     p.set_defaults(func=main)
 
 

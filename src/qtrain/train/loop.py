@@ -204,10 +204,20 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> di
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
     hint = f"then resume: {command_line(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
-    with distributed.guard(d, cfg.dist_timeout, hint):
-        summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
-        distributed.teardown(d)
+    made = cfg.fsdp and _sharding().ensure_group()  # --fsdp in one process: a group of one
+    try:
+        with distributed.guard(d, cfg.dist_timeout, hint):
+            summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
+            distributed.teardown(d)
+    finally:
+        if made:
+            _sharding().end_group(made)
     return summary
+
+
+def _sharding():
+    from . import sharding  # torch.distributed.checkpoint and FSDP: imported for --fsdp runs only
+    return sharding
 
 
 def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep: bool, d: distributed.Dist) -> dict:
@@ -241,12 +251,14 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             for _, p in named_q:
                 g = cfg.make_grid(scales[id(p)])
                 p.uniform_(g.low, g.high)
-    opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
-                             lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
-                             bc_rounding=cfg.bc_rounding)
+    grids = {n: cfg.make_grid(scales[id(p)]) for n, p in named_q}  # from the full weights, before any sharding
+    if cfg.fsdp:  # shard parameters, moments and BC latents over the ranks (the names stay)
+        named_q = quantized_params(_sharding().shard_model(model), cfg.quantize)
+    opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method, grids,
+                             params=named_q, seed=cfg.seed, bc_rounding=cfg.bc_rounding)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
-    net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
+    net = nn.parallel.DistributedDataParallel(model) if d.enabled and not cfg.fsdp else model
     log = MetricsLog(out_dir, cfg.tensorboard and d.main)
     start, step, partial, history = 0, 0, {}, []
     if resume:
@@ -256,11 +268,14 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
 
     def save(epoch: int, step: int, partial: dict) -> None:  # rank 0 writes, all ranks wait
         saved_at[:] = [f"after epoch {epoch}" + (f", batch {step}" if step else "")]
+        shards = _sharding().save(out_dir, model, opt, tracker, d) if cfg.fsdp else None  # all ranks write
         if d.main:
             save_checkpoint(ckpt_path, {"epoch": epoch, "step": step, "partial": partial, "history": history,
-                                        "config": cfg.to_dict(), "model": model.state_dict(),
-                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                        "tracker": tracker.state_dict()})
+                                        "config": cfg.to_dict(), "model": {} if shards else model.state_dict(),
+                                        "optimizer": {"sharded": shards} if shards else opt.state_dict(),
+                                        "scheduler": sched.state_dict(), "tracker": {} if shards else tracker.state_dict()})
+            if shards:  # checkpoint.pt names the new folder: the previous one can go
+                _sharding().prune(out_dir, shards)
         distributed.barrier(d)
 
     if d.main:
@@ -281,6 +296,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             lr = opt.param_groups[0]["lr"]
 
             def after_step(k: int, sums: dict) -> None:
+                if cfg.fsdp:  # rank 0's batch-norm statistics on every rank, as DDP
+                    _sharding().sync_buffers(model, d)
                 save_now, stop = stopper.check()
                 if save_now:
                     save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
@@ -344,6 +361,9 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
     if saved_milestones != cfg.milestones():
         raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
                          f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
+    if bool(saved.get("fsdp", False)) != cfg.fsdp:
+        raise ValueError(f"checkpoint {path} was saved {'with' if saved.get('fsdp') else 'without'} --fsdp; resume it "
+                         f"{'with' if saved.get('fsdp') else 'without'} --fsdp")
     epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
     if epoch > cfg.epochs or (step and (epoch == cfg.epochs or step >= n_train)):
         raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
@@ -351,6 +371,10 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
     if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):
         raise ValueError(f"corrupt checkpoint {path}: {len(history)} metrics rows for epoch {epoch}; "
                          "delete it to start over, or restore a good copy")
+    if cfg.fsdp:  # model, optimizer and tracker from the sharded folder, on any number of ranks
+        _sharding().load(path.parent, ck["optimizer"].get("sharded"), model, opt, tracker)
+        sched.load_state_dict(ck["scheduler"])
+        return ck["epoch"], ck["step"], ck["partial"], ck["history"]
     try:
         model.load_state_dict(ck["model"])
     except (RuntimeError, KeyError) as e:
