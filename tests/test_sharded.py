@@ -249,3 +249,22 @@ def test_dtensors_the_rounding_cannot_place_are_refused():
         assert len(msgs) == 3 and all(m and "\n" not in m for m in msgs), msgs
         assert "parameter 'w'" in msgs[0] and "dim 0" in msgs[0]
         assert "Partial" in msgs[1] and "MixedPrecisionPolicy" in msgs[2]
+
+
+def test_readme_sharded_example_runs_under_torchrun(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Sharded training"):]
+    code = re.findall(r"```python\n(.*?)```", section[:section.index("\n## ", 5)], re.S)[0]
+    (tmp_path / "fsdp_sr.py").write_text(code)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "fsdp_sr.py"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    values = eval(r.stdout.strip().splitlines()[-1])
+    assert len(values) == 2 and values[0] == -values[1]
+    assert (tmp_path / "ckpt" / ".metadata").is_file()

@@ -13,14 +13,19 @@ optimizer's part in a form DCP can save and load in place:
 A resumed run continues bit-identically: SR's draws depend on (seed, step, parameter, global
 index) only, never on the number of ranks (:mod:`qtrain._sharded`).
 
->>> import torch.distributed.checkpoint as dcp                                     # doctest: +SKIP
->>> from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
->>> from qtrain import sharded
->>> dcp.save({"model": get_model_state_dict(model), "optim": sharded.state_dict(model, opt)},
-...          checkpoint_id="ckpt")                                                  # doctest: +SKIP
->>> state = {"model": get_model_state_dict(model), "optim": sharded.state_dict(model, opt)}
->>> dcp.load(state, checkpoint_id="ckpt")                                           # doctest: +SKIP
->>> set_model_state_dict(model, state["model"]); sharded.load_state_dict(model, opt, state["optim"])
+Saving (every rank), then resuming into a model and optimizer built the same way (any number
+of ranks; load the model first)::
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    from qtrain import sharded
+
+    dcp.save({"model": get_model_state_dict(model), "optim": sharded.state_dict(model, opt)}, checkpoint_id="ckpt")
+
+    state = {"model": get_model_state_dict(model), "optim": sharded.state_dict(model, opt)}
+    dcp.load(state, checkpoint_id="ckpt")
+    set_model_state_dict(model, state["model"])
+    sharded.load_state_dict(model, opt, state["optim"])
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Within an epoch it also saves every ``checkpoint_minutes`` and on SIGINT/SIGTERM
 ``run(..., resume=True)`` continues from the checkpoint, skipping the first :math:`k` batches
 of the epoch; because data order, augmentation and SR's randomness are pure functions of
 (seed, epoch, step), the resumed run ends bit-identical to an uninterrupted one. Under
-``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`).
+``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`), or
+with ``--fsdp`` sharded by FSDP2 (see :mod:`qtrain.train.sharding`).
 
 >>> from qtrain.train import TrainConfig, run
 >>> cfg = TrainConfig(data="digits", model="smallcnn", method="sr", epochs=1, batch_size=64,
@@ -38,7 +39,7 @@ from .. import __version__
 from ..data import batches, load_dataset, num_batches
 from ..models import build
 from ..optim import QuantizedOptimizer, named_conv_weights
-from . import distributed
+from . import distributed, sharding
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -204,20 +205,15 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> di
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
     hint = f"then resume: {command_line(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
-    made = cfg.fsdp and _sharding().ensure_group()  # --fsdp in one process: a group of one
+    made = cfg.fsdp and sharding.ensure_group()  # --fsdp in one process: a group of one
     try:
         with distributed.guard(d, cfg.dist_timeout, hint):
             summary = _train(cfg, out_dir, ckpt_path, resume, keep, d)
             distributed.teardown(d)
     finally:
-        if made:
-            _sharding().end_group(made)
+        sharding.end_group(made)
     return summary
 
-
-def _sharding():
-    from . import sharding  # torch.distributed.checkpoint and FSDP: imported for --fsdp runs only
-    return sharding
 
 
 def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep: bool, d: distributed.Dist) -> dict:
@@ -253,7 +249,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 p.uniform_(g.low, g.high)
     grids = {n: cfg.make_grid(scales[id(p)]) for n, p in named_q}  # from the full weights, before any sharding
     if cfg.fsdp:  # shard parameters, moments and BC latents over the ranks (the names stay)
-        named_q = quantized_params(_sharding().shard_model(model), cfg.quantize)
+        named_q = quantized_params(sharding.shard_model(model), cfg.quantize)
     opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method, grids,
                              params=named_q, seed=cfg.seed, bc_rounding=cfg.bc_rounding)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
@@ -268,14 +264,14 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
 
     def save(epoch: int, step: int, partial: dict) -> None:  # rank 0 writes, all ranks wait
         saved_at[:] = [f"after epoch {epoch}" + (f", batch {step}" if step else "")]
-        shards = _sharding().save(out_dir, model, opt, tracker, d) if cfg.fsdp else None  # all ranks write
+        shards = sharding.save(out_dir, model, opt, tracker, d) if cfg.fsdp else None  # all ranks write
         if d.main:
             save_checkpoint(ckpt_path, {"epoch": epoch, "step": step, "partial": partial, "history": history,
                                         "config": cfg.to_dict(), "model": {} if shards else model.state_dict(),
                                         "optimizer": {"sharded": shards} if shards else opt.state_dict(),
                                         "scheduler": sched.state_dict(), "tracker": {} if shards else tracker.state_dict()})
             if shards:  # checkpoint.pt names the new folder: the previous one can go
-                _sharding().prune(out_dir, shards)
+                sharding.prune(out_dir, shards)
         distributed.barrier(d)
 
     if d.main:
@@ -297,7 +293,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
 
             def after_step(k: int, sums: dict) -> None:
                 if cfg.fsdp:  # rank 0's batch-norm statistics on every rank, as DDP
-                    _sharding().sync_buffers(model, d)
+                    sharding.sync_buffers(model, d)
                 save_now, stop = stopper.check()
                 if save_now:
                     save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
@@ -372,7 +368,7 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
         raise ValueError(f"corrupt checkpoint {path}: {len(history)} metrics rows for epoch {epoch}; "
                          "delete it to start over, or restore a good copy")
     if cfg.fsdp:  # model, optimizer and tracker from the sharded folder, on any number of ranks
-        _sharding().load(path.parent, ck["optimizer"].get("sharded"), model, opt, tracker)
+        sharding.load(path.parent, ck["optimizer"].get("sharded"), model, opt, tracker)
         sched.load_state_dict(ck["scheduler"])
         return ck["epoch"], ck["step"], ck["partial"], ck["history"]
     try:
