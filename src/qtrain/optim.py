@@ -198,6 +198,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if "_shards" not in state:  # pickled before sharded parameters were supported
+            self._shards = ShardLayout(self.names, self.qparams, self.method != "float")
         self._packed, self._fits = PackedRounding(), {}
         self._patch_step_function()
 
@@ -253,14 +255,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 done = set() if track else self._packed.run(qs, self.grids, self.latents if bc else None, stochastic,
                                                              head, frozenset(swapped) | self._shards.offset, sources)
                 for i, (p, g, x) in enumerate(zip(qs, self.grids, sources)):
-                    if i in done or not p.numel():
+                    if i in done:
                         continue
                     if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
                         x = torch.clamp(x, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
-                    quantize_into(x, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0,
-                                  self._shards.starts[i])
+                    if p.numel():  # an FSDP shard may be empty
+                        quantize_into(x, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0,
+                                      self._shards.starts[i])
                 work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)
