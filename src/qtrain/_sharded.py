@@ -63,20 +63,19 @@ def _global_offset(name: str, p) -> int:
     refuses a shard that is not a block of consecutive entries."""
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-    for pl in p.placements:
+    full = list(p.shape)
+    for pl in p.placements:  # decided from the placements, the same on every rank
         if pl.is_partial():
             raise ValueError(f"parameter {name!r} is a DTensor with a Partial placement (unreduced values); "
                              "quantize parameters that are Shard or Replicate (FSDP2's fully_shard gives Shard(0))")
+        if pl.is_shard() and (type(pl).__name__ != "Shard" or any(full[d] != 1 for d in range(pl.dim))):
+            raise ValueError(f"parameter {name!r} is sharded as {p.placements} over shape {tuple(full)}: its shard is "
+                             "not a block of consecutive entries, which SR's global indices need; shard it on dim 0 "
+                             "(FSDP2's default) instead")
     shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
     if tuple(shape) != tuple(p.to_local().shape):
         raise ValueError(f"parameter {name!r}: its local shard has shape {tuple(p.to_local().shape)}, its placements "
                          f"{p.placements} give {tuple(shape)}; quantize FSDP2 (Shard(0)) or replicated parameters")
-    full = list(p.shape)
-    cut = next((d for d in range(len(full)) if shape[d] != full[d]), len(full))
-    if 0 not in shape and cut < len(full) and (any(shape[d] != 1 for d in range(cut)) or any(shape[d] != full[d] for d in range(cut + 1, len(full)))):
-        raise ValueError(f"parameter {name!r} is sharded as {p.placements} over shape {tuple(full)}: its shard is not a "
-                         "block of consecutive entries, which SR's global indices need; shard it on dim 0 "
-                         "(FSDP2's default) instead")
     start, stride = 0, 1
     for d in reversed(range(len(full))):
         start += offset[d] * stride

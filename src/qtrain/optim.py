@@ -140,7 +140,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self.qparams = [p for _, p in named]
         if isinstance(grid, Mapping):
             check_grid_names(grid, self.names)
-        self._shards = ShardLayout(self.names, self.qparams, method != "float")  # FSDP2: each rank rounds its shard (qtrain._sharded)
+        self._shards = ShardLayout(self.names, self.qparams, method != "float")  # FSDP2 shards: qtrain._sharded
         self.grids = [grid_for(grid, n, grid_input(grid, p)) for n, p in named]
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
