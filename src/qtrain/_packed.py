@@ -128,13 +128,15 @@ def grads_finite(grads) -> bool:
         return True
     f = _kernel.nonfinite_fn()
     one_thread = torch.get_num_threads() == 1
-    if f is not None and set(map(_KIND, gs)) == {(_F32, torch.strided, True)} and all(map(_T.is_contiguous, gs)) \
+    if f is not None and set(map(type, gs)) == {_T} and set(map(_KIND, gs)) == {(_F32, torch.strided, True)} \
+            and all(map(_T.is_contiguous, gs)) \
             and (one_thread or max(map(_T.numel, gs)) < _SMALL):
         fast, rest = gs, []  # the usual case, checked with C-level map calls
     else:
         fast, rest = [], []
         for g in gs:
-            if f is not None and g.dtype is _F32 and g.layout is torch.strided and g.is_cpu and g.is_contiguous() \
+            if f is not None and type(g) is _T and g.dtype is _F32 and g.layout is torch.strided and g.is_cpu \
+                    and g.is_contiguous() \
                     and (one_thread or g.numel() < _SMALL):
                 fast.append(g)
             else:

@@ -49,6 +49,7 @@ from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_repr
                              return_latents, store_exact)
 from .grid import Grid
 from ._packed import PackedRounding, grads_finite
+from ._sharded import ShardLayout, all_ranks_finite, grid_input, local_grads
 from .rng import M64, resolve_key, splitmix64, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
 
@@ -150,7 +151,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         self.qparams = [p for _, p in named]
         if isinstance(grid, Mapping):
             check_grid_names(grid, self.names)
-        self.grids = [grid_for(grid, n, p) for n, p in named]
+        self._shards = ShardLayout(self.names, self.qparams, method != "float")  # FSDP2 shards: qtrain._sharded
+        self.grids = [grid_for(grid, n, grid_input(grid, p)) for n, p in named]
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
@@ -159,7 +161,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         if method != "float":
             check_representable(self.names, self.qparams, self.grids)
             with torch.no_grad():
-                for i, (p, g) in enumerate(zip(self.qparams, self.grids)):
+                for i, (p, g) in enumerate(zip(self._shards.locals(self.qparams), self.grids)):
                     rounding = self.bc_rounding if method == "bc" else "nearest" if method == "r" else "stochastic"
                     if method == "bc":
                         work = p.detach().float() if p.dtype in LOW_PRECISION else p.detach().clone()
@@ -170,11 +172,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         src = pre.float() if p.dtype in LOW_PRECISION else p
                     if p.dtype in LOW_PRECISION:
                         p.copy_(self._round(i, src, rounding, p.dtype))
-                    else:  # in place, no temporary on the C-kernel path
+                    elif p.numel():  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
-                                      resolve_key(self._key(i)) if rounding == "stochastic" else 0)
-                    if method != "bc":
-                        self._unquantized.append((pre, p._version, p.data_ptr()))
+                                      resolve_key(self._key(i)) if rounding == "stochastic" else 0, self._shards.starts[i])
+                    if method != "bc":  # DTensors: DCP loads their shards without a version bump, so never
+                        self._unquantized.append((None,) * 3 if self._shards.dtensor[i] else (pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
     param_groups = _delegated("param_groups")
@@ -207,6 +209,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if "_shards" not in state:  # pickled before sharded parameters were supported
+            self._shards = ShardLayout(self.names, self.qparams, self.method != "float")
         self._packed, self._fits = PackedRounding(), {}
         self._patch_step_function()
 
@@ -240,7 +244,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             self._check_grads()
         self._unquantized = None
         track, bc = self.track_diagnostics, self.method == "bc"
-        old = [p.detach().clone() for p in self.qparams] if track else None
+        qs = self._shards.locals(self.qparams)  # the rounding's tensors: plain, or each DTensor's local shard
+        old = [p.detach().clone() for p in qs] if track else None
         old_latents = [latent.clone() for latent in self.latents] if track else None
         stochastic = self.method == "sr" or (bc and self.bc_rounding == "stochastic")
         self.step_count += 1
@@ -250,24 +255,26 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             swapped = float32_work(self.qparams)
             work = {}
             try:
-                lent = lend_latents(self.qparams, self.latents, self._fits, self.names) if bc else {}
+                lent = lend_latents(qs, self.latents, self._fits, self.names) if bc else {}
                 try:  # BC: the base step moves the latent weights themselves ...
                     self.base.step()  # ... with the gradient taken at the quantized weights
                 finally:
-                    return_latents(self.qparams, self.latents, lent)
+                    return_latents(qs, self.latents, lent)
                 # what the rounding reads: the updated parameter, or BC's lent latent w_r + s_t
-                sources = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
+                sources = [self.latents[i] if i in lent else p for i, p in enumerate(qs)] if bc else qs
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
-                done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
-                                                             stochastic, head, frozenset(swapped), sources)
-                for i, (p, g, x) in enumerate(zip(self.qparams, self.grids, sources)):
+                done = set() if track else self._packed.run(qs, self.grids, self.latents if bc else None, stochastic,
+                                                             head, frozenset(swapped) | self._shards.offset, sources)
+                for i, (p, g, x) in enumerate(zip(qs, self.grids, sources)):
                     if i in done:
                         continue
                     if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
                         x = torch.clamp(x, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
-                    quantize_into(x, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0)
+                    if p.numel():  # an FSDP shard may be empty
+                        quantize_into(x, p, g, stochastic, splitmix64(splitmix64(head ^ i)) if stochastic else 0,
+                                      self._shards.starts[i])
                 work = {i: self.qparams[i].data for i in swapped}  # float32 levels of float16/bfloat16 params
             finally:
                 end_float32_work(self.qparams, swapped)
@@ -275,17 +282,19 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 self.qparams[i].copy_(store_exact(q, self.qparams[i].dtype, self.names[i], self.grids[i]))
         except BaseException:
             if track:
-                for p, o in zip(self.qparams, old):
+                for p, o in zip(qs, old):
                     p.copy_(o)
                 for latent, o in zip(self.latents, old_latents):
                     latent.copy_(o)
             self.step_count -= 1
             raise
         if track:
-            for i, p in enumerate(self.qparams):
+            for i, p in enumerate(qs):
                 changed = p != old[i]
                 stalled = (~changed & moved[i]).float().mean() if self.method == "r" else None
                 self._diag[self.names[i]] = (changed.float().mean(), stalled)
+            if self._shards.sharded:  # the fractions of the whole tensors, not of this rank's shards
+                self._diag = self._shards.global_fractions(self._diag, qs, self.names)
         return loss
 
     def _key(self, index: int) -> int:
@@ -294,20 +303,27 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     def _round(self, index: int, src: torch.Tensor, rounding: str, dtype: torch.dtype) -> torch.Tensor:
         """Quantize ``src`` for parameter ``index`` and return it in ``dtype``, the parameter's
         dtype (float16/bfloat16 parameters: refused unless the dtype holds the level exactly)."""
-        q = quantize(src, self.grids[index], rounding, self._key(index))
+        start = self._shards.starts[index] if rounding == "stochastic" and src.numel() else 0
+        q = quantize_into(src, None, self.grids[index], True, resolve_key(self._key(index)), start) if start \
+            else quantize(src, self.grids[index], rounding, self._key(index))
         return store_exact(q, dtype, self.names[index], self.grids[index])
 
     def _check_grads(self) -> None:
-        if grads_finite(p.grad for g in self.param_groups for p in g["params"]):  # one pass, one kernel call
+        ok = grads_finite(local_grads(p.grad for g in self.param_groups for p in g["params"]))  # one kernel call
+        if self._shards.sharded:  # every rank refuses, or takes, the step alike
+            ok = all_ranks_finite(ok, (p for g in self.param_groups for p in g["params"]))
+        if ok:
             return
         qnames = {id(p): n for n, p in zip(self.names, self.qparams)}
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
-                if p.grad is not None and not bool(grad_values(p.grad).isfinite().all()):
+                if p.grad is not None and not bool(grad_values(local_grads([p.grad])[0]).isfinite().all()):
                     name = qnames.get(id(p), f"param_groups[{gi}]['params'][{pi}]")
                     raise FloatingPointError(
                         f"non-finite gradient (NaN/inf) in {name} before step {self.step_count + 1}; nothing was "
                         "updated: lower the learning rate, clip gradients, or check the loss")
+        raise FloatingPointError(f"non-finite gradient (NaN/inf) on another rank before step {self.step_count + 1}; "
+                                 "nothing was updated: lower the learning rate, clip gradients, or check the loss")
 
     def diagnostics(self) -> dict:
         """Per quantized parameter, from the last step: ``changed``, the fraction of entries whose
@@ -383,7 +399,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         optimizer quantized them onto its own grids (the model's state was loaded before it was
         built) go back to their values before that, on the restored grids (:math:`Q_d`): this
         optimizer keeps one copy of them from construction until its first step or load."""
-        for i, p in enumerate(self.qparams):
+        for i, p in enumerate(self._shards.locals(self.qparams)):
             if self.method == "bc":
                 src, rounding = self.latents[i], self.bc_rounding
             elif self._unquantized is not None and self._unquantized[i][1:] == (p._version, p.data_ptr()):

@@ -30,7 +30,8 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["splitmix64", "stream_key", "step_keys", "resolve_key", "uniform", "uniform_reference", "mix32_reference"]
+__all__ = ["splitmix64", "stream_key", "step_keys", "resolve_key", "offset_key", "uniform", "uniform_reference",
+           "mix32_reference"]
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -72,6 +73,25 @@ def resolve_key(generator: Union[None, int, torch.Generator]) -> int:
         draw = torch.randint(0, 2**62, (1,), generator=generator, device="cpu")
         return splitmix64(int(draw))
     raise TypeError(f"generator={generator!r}: expected None, an int key or a torch.Generator")
+
+
+def offset_key(key: int, start: int) -> int:
+    r"""The key whose stream starts at element ``start`` of ``key``'s stream: element :math:`j` of
+    the result is :math:`u_{start + j}` of ``key``, for every :math:`j < 2^{32} - (start \bmod 2^{32})`
+    (a span that does not cross a multiple of :math:`2^{32}`). With :math:`i = start + j`,
+    :math:`i_{lo} + k_0 = j + (k_0 + start_{lo})` and :math:`k_1 + i_{hi} = (k_1 + start_{hi})`
+    modulo :math:`2^{32}`, so the shifted halves :math:`(k_0 + start_{lo}, k_1 + start_{hi})` are the
+    key. A shard of a larger tensor (FSDP) rounds with the global indices of its entries this way,
+    on every path (C kernel, compiled, eager); ``start=0`` returns ``key`` itself.
+
+    >>> torch.equal(uniform(offset_key(7, 5), 3), uniform(7, 8)[5:])
+    True
+    """
+    if not start:
+        return key
+    k0 = ((key & M32) + (start & M32)) & M32
+    k1 = (((key >> 32) & M32) + ((start >> 32) & M32)) & M32
+    return (k1 << 32) | k0
 
 
 # -- plain scalar reference ------------------------------------------------------------------

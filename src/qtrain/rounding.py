@@ -51,7 +51,7 @@ import torch
 from . import _compiled, _kernel
 from .floatgrid import quantize_float
 from .grid import Grid
-from .rng import M64, resolve_key, splitmix64, uniform
+from .rng import M64, offset_key, resolve_key, splitmix64, uniform
 
 __all__ = ["quantize", "q_d_reference", "q_s_reference", "ROUNDINGS"]
 
@@ -225,12 +225,16 @@ def _kernel_args(grid: Grid) -> tuple:
     return e
 
 
-def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) -> torch.Tensor:
+def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int, start: int = 0) -> torch.Tensor:
     """:math:`Q(x)` for a non-empty floating ``x`` and a resolved ``key``, written into ``out``
     (same shape and dtype; it may be ``x`` itself, to round in place) or, for ``out=None``, into
     a new tensor; returns it. Contiguous float32 CPU tensors take the C kernel (in place without
     a temporary); others the compiled (else eager) path, and ``out.copy_`` of its result. On bad
-    input (``ValueError``) an ``out`` given may be partly written."""
+    input (``ValueError``) an ``out`` given may be partly written. ``start``: the index of ``x``'s
+    first entry in the random stream (a shard of a larger tensor: its global flat offset), so
+    :math:`Q_s` of the shard equals that slice of :math:`Q_s` of the whole (:func:`qtrain.rng.offset_key`)."""
+    if start and stochastic:
+        return _quantize_from(x, out, grid, key, start)
     if grid.kind == "float":  # low-precision float formats: qtrain.floatgrid
         q = quantize_float(x, grid.fmt, stochastic, key)
         q = q if q.dtype == x.dtype else q.to(x.dtype)
@@ -260,6 +264,20 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
     if q.dtype != x.dtype:  # float16/bfloat16: the level must also fit the narrow dtype
         q = q.to(x.dtype)
         _check_finite_out(x, q, grid, x.dtype)
+    return q if out is None else out.copy_(q)
+
+
+def _quantize_from(x: torch.Tensor, out, grid: Grid, key: int, start: int) -> torch.Tensor:
+    """:math:`Q_s` of ``x`` with the stream from index ``start`` on: one shifted key per span that
+    crosses no multiple of :math:`2^{32}` (a single span unless the shard straddles one)."""
+    n = x.numel()
+    cut = ((start >> 32) + 1 << 32) - start  # entries before the next multiple of 2^32
+    if n <= cut:
+        return quantize_into(x, out, grid, True, offset_key(key, start))
+    flat = x.detach().reshape(-1)
+    q = torch.cat([quantize_into(flat[a:a + cut if a == 0 else a + (1 << 32)], None, grid, True,
+                                 offset_key(key, start + a))
+                   for a in [0] + list(range(cut, n, 1 << 32))]).view(x.shape)
     return q if out is None else out.copy_(q)
 
 

@@ -56,6 +56,8 @@ _HELP = {  # flag -> one-line description; the default is appended from TrainCon
     "tensorboard": "also log scalars to RUN/tensorboard/ (needs: pip install 'qtrain[tensorboard]')",
     "checkpoint_minutes": "also save mid-epoch every M minutes (0: at epoch ends only); SIGINT/SIGTERM always save",
     "dist_timeout": "under torchrun: give up with one line when another rank is silent this long",
+    "fsdp": "shard parameters, optimizer state and BC latents over the ranks (FSDP2, per block); checkpoints are "
+            "sharded (torch.distributed.checkpoint) and resume on any number of ranks",
 }
 _TYPES = {"epochs": int, "batch_size": int, "micro_batch": int, "lr": float, "lr_gamma": float, "momentum": float,
           "weight_decay": float, "delta": float, "bits": int, "width": int, "train_subset": int, "test_subset": int,
@@ -76,7 +78,7 @@ def register(sub) -> None:
         default = defaults.get(name)
         shown = "off" if default is False else "none" if default is None else default
         help_ = f"{text} (default: {shown})".replace("%", "%%")  # argparse formats help with %
-        if name in ("download", "tensorboard"):
+        if name in ("download", "tensorboard", "fsdp"):
             p.add_argument(flag, action="store_true", default=None, help=help_)
         elif name == "lr_milestones":
             p.add_argument(flag, type=int, nargs="*", help=help_)

@@ -65,6 +65,7 @@ class TrainConfig:
     tensorboard: bool = False
     checkpoint_minutes: float = 10.0  # mid-epoch checkpoint every M minutes (0: at epoch ends only)
     dist_timeout: float = 600.0     # seconds a rank waits for the others under torchrun before giving up
+    fsdp: bool = False              # shard parameters, moments and BC latents over the ranks (FSDP2, per block)
     label: Optional[str] = None     # free text shown in reports (e.g. "Big SR-ADAM")
     extra: dict = field(default_factory=dict)  # ignored by the trainer; carried into summary.json
 
@@ -202,7 +203,7 @@ def make(values: dict) -> TrainConfig:
         if not isinstance(milestones, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0
                                                                for m in milestones):
             raise ValueError(f"lr_milestones={milestones!r} must be a list of positive epoch numbers, e.g. [82, 123]")
-    for name in ("progress", "tensorboard", "download"):
+    for name in ("progress", "tensorboard", "download", "fsdp"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name}={values[name]!r} must be true or false")
     if "extra" in values and not isinstance(values["extra"], dict):

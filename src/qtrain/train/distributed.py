@@ -116,6 +116,7 @@ def state_digest(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer, bit for bit (to check that replicas agree)."""
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
+        t = t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP: the whole tensor (a collective)
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

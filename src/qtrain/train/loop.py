@@ -9,7 +9,8 @@ Within an epoch it also saves every ``checkpoint_minutes`` and on SIGINT/SIGTERM
 ``run(..., resume=True)`` continues from the checkpoint, skipping the first :math:`k` batches
 of the epoch; because data order, augmentation and SR's randomness are pure functions of
 (seed, epoch, step), the resumed run ends bit-identical to an uninterrupted one. Under
-``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`).
+``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`), or
+with ``--fsdp`` sharded by FSDP2 (see :mod:`qtrain.train.sharding`).
 
 >>> from qtrain.train import TrainConfig, run
 >>> cfg = TrainConfig(data="digits", model="smallcnn", method="sr", epochs=1, batch_size=64,
@@ -37,7 +38,7 @@ from .. import __version__
 from ..data import batches, load_dataset, num_batches
 from ..models import build
 from ..optim import QuantizedOptimizer, named_conv_weights
-from . import distributed
+from . import distributed, sharding
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
@@ -209,9 +210,13 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, epoch_lines: bool, keep:
     d = distributed.setup("cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu", cfg.dist_timeout)
     hint = f"then resume: {command_line(d, f'--resume {shlex.quote(str(out_dir))}')}" if keep else "then start again"
-    with distributed.guard(d, cfg.dist_timeout, hint):
-        summary = _train(cfg, out_dir, ckpt_path, resume, keep, d, epoch_lines)
-        distributed.teardown(d)
+    made = cfg.fsdp and sharding.ensure_group()  # --fsdp in one process: a group of one
+    try:
+        with distributed.guard(d, cfg.dist_timeout, hint):
+            summary = _train(cfg, out_dir, ckpt_path, resume, keep, d, epoch_lines)
+            distributed.teardown(d)
+    finally:
+        sharding.end_group(made)
     return summary
 
 
@@ -251,12 +256,14 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             for _, p in named_q:
                 g = cfg.make_grid(scales[id(p)])
                 p.uniform_(g.low, g.high)
-    opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
-                             lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
-                             bc_rounding=cfg.bc_rounding)
+    grids = {n: cfg.make_grid(scales[id(p)]) for n, p in named_q}  # from the full weights, before any sharding
+    if cfg.fsdp:  # shard parameters, moments and BC latents over the ranks (the names stay)
+        named_q = quantized_params(sharding.shard_model(model), cfg.quantize)
+    opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method, grids,
+                             params=named_q, seed=cfg.seed, bc_rounding=cfg.bc_rounding)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
-    net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
+    net = nn.parallel.DistributedDataParallel(model) if d.enabled and not cfg.fsdp else model
     log = MetricsLog(out_dir, cfg.tensorboard and d.main)
     start, step, partial, history = 0, 0, {}, []
     if resume:
@@ -266,11 +273,14 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
 
     def save(epoch: int, step: int, partial: dict) -> None:  # rank 0 writes, all ranks wait
         saved_at[:] = [f"after epoch {epoch}" + (f", batch {step}" if step else "")]
+        shards = sharding.save(out_dir, model, opt, tracker, d) if cfg.fsdp else None  # all ranks write
         if d.main:
             save_checkpoint(ckpt_path, {"epoch": epoch, "step": step, "partial": partial, "history": history,
-                                        "config": cfg.to_dict(), "model": model.state_dict(),
-                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                        "tracker": tracker.state_dict()})
+                                        "config": cfg.to_dict(), "model": {} if shards else model.state_dict(),
+                                        "optimizer": {"sharded": shards} if shards else opt.state_dict(),
+                                        "scheduler": sched.state_dict(), "tracker": {} if shards else tracker.state_dict()})
+            if shards:  # checkpoint.pt names the new folder: the previous one can go
+                sharding.prune(out_dir, shards)
         distributed.barrier(d)
 
     if d.main:
@@ -294,6 +304,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             lr = opt.param_groups[0]["lr"]
 
             def after_step(k: int, sums: dict) -> None:
+                if cfg.fsdp:  # rank 0's batch-norm statistics on every rank, as DDP
+                    sharding.sync_buffers(model, d)
                 save_now, stop = stopper.check()
                 if save_now:
                     save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
@@ -359,6 +371,9 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
     if saved_milestones != cfg.milestones():
         raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
                          f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
+    if bool(saved.get("fsdp", False)) != cfg.fsdp:
+        raise ValueError(f"checkpoint {path} was saved {'with' if saved.get('fsdp') else 'without'} --fsdp; resume it "
+                         f"{'with' if saved.get('fsdp') else 'without'} --fsdp")
     epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
     if epoch > cfg.epochs or (step and (epoch == cfg.epochs or step >= n_train)):
         raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
@@ -366,6 +381,10 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
     if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):
         raise ValueError(f"corrupt checkpoint {path}: {len(history)} metrics rows for epoch {epoch}; "
                          "delete it to start over, or restore a good copy")
+    if cfg.fsdp:  # model, optimizer and tracker from the sharded folder, on any number of ranks
+        sharding.load(path.parent, ck["optimizer"].get("sharded"), model, opt, tracker)
+        sched.load_state_dict(ck["scheduler"])
+        return ck["epoch"], ck["step"], ck["partial"], ck["history"]
     try:
         model.load_state_dict(ck["model"])
     except (RuntimeError, KeyError) as e:
