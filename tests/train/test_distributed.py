@@ -36,9 +36,10 @@ def torchrun(nproc, out, *args):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "terminate called" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     first, *epochs, last = r.stdout.strip().splitlines()
-    assert first.startswith("training: method "), r.stdout  # rank 0 says what trains, once
+    assert first.startswith(("training: method ", "resuming at epoch ")), r.stdout  # rank 0 says what trains, once
     assert json.loads(last)["test_error"] is not None, r.stdout  # rank 0 reports, once
-    assert len(epochs) == json.loads(last)["epochs"] and all(x.startswith("epoch ") for x in epochs), r.stdout
+    ran = json.loads(last)["epochs"] - (int(first.split()[3].rstrip(":")) - 1 if first.startswith("resuming") else 0)
+    assert len(epochs) == ran and all(x.startswith("epoch ") for x in epochs), r.stdout
     return json.loads((out / "summary.json").read_text())
 
 
