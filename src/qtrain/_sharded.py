@@ -146,6 +146,17 @@ class ShardLayout:
                 out[name] = (torch.tensor(c / max(n, 1.0)), None if diag[name][1] is None else torch.tensor(s / max(n, 1.0)))
         return out
 
+    def global_max(self, values: Sequence[float]) -> List[float]:
+        """Per tensor, the largest of the ranks' ``values`` for sharded tensors (one all-reduce of
+        the list), so a step record covers the whole parameter, not one shard."""
+        import torch.distributed as dist
+
+        if not self.sharded or not dist.is_initialized():
+            return list(values)
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [float(m) if d else float(v) for m, v, d in zip(t.tolist(), values, self.dtensor)]
+
 
 def grid_input(grid, p: torch.Tensor) -> torch.Tensor:
     """What a callable grid sees: the full parameter (gathered) for a DTensor, else ``p``."""

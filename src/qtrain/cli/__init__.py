@@ -21,7 +21,8 @@ import sys
 from typing import Optional, Sequence
 
 # sub-command modules, in the order they appear in --help
-_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export", "qtrain.cli.plot")
+_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export", "qtrain.cli.plot",
+            "qtrain.cli.verify")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
