@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -33,8 +31,10 @@ from .._io import atomic_write_bytes, atomic_write_json
 from ..train import TrainConfig, read_metrics, run
 from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
+from ..train.stopping import RunStopped
 from . import stats, verdicts
 from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
+from .workers import run_jobs
 
 PRESETS = Path(__file__).with_name("presets")
 SCALES = ("quick", "mini", "paper")
@@ -76,10 +76,11 @@ def _positive(name: str, value, example: str) -> int:
 
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
                report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
-               workers: Optional[int] = None, **overrides) -> dict:
+               workers: Optional[int] = None, command: Optional[str] = None, **overrides) -> dict:
     """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
 
-    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests).
+    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests);
+    ``command`` (the command line) is what a stopped or failed table says to run again.
     """
     out = Path(out)
     available = cells(scale)
@@ -113,7 +114,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     reused = dict(done)
     log(f"Table 1 ({scale}): {len(names)} cell(s) x {n_seeds} seed(s); {len(reused)} run(s) finished earlier, "
         f"{len(jobs)} to train in {min(n_workers, max(len(jobs), 1))} worker process(es)")
-    done.update(_train(jobs, n_workers, log))
+    done.update(_train(jobs, n_workers, log, command))
     results = []
     for name in names:
         keys = [(name, k) for k in range(n_seeds) if (name, k) in done]
@@ -138,10 +139,14 @@ def _train_one(cfg_dict: dict, run_dir: str, resume: bool) -> dict:
     return run(make(cfg_dict), Path(run_dir), resume=resume)
 
 
-def _train(jobs: list, workers: int, log) -> dict:
-    """Train ``jobs`` (key, cfg, run_dir) in-process (one worker) or in ``workers`` spawned processes."""
+def _train(jobs: list, workers: int, log, command: Optional[str] = None) -> dict:
+    """Train ``jobs`` (key, cfg, run_dir) in-process (one worker) or in ``workers`` processes
+    (:mod:`qtrain.experiments.workers`). A signal saves the runs in progress and raises one
+    :class:`~qtrain.train.stopping.RunStopped` whose resume command is ``command`` (the
+    table1/reproduce command line: finished runs are reused, interrupted ones resumed)."""
     results: dict = {}
     total = len(jobs)
+    again = command or "the same command (finished runs are reused, interrupted ones resumed)"
 
     def report(i, key, cfg, summary):
         log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: test error {_num(summary['test_error'])}% "
@@ -152,22 +157,24 @@ def _train(jobs: list, workers: int, log) -> dict:
             resume = (run_dir / CHECKPOINT).exists()
             log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: {'resuming' if resume else 'training'} "
                 f"({cfg.model} on {cfg.data}, {cfg.method}, batch {cfg.batch_size}, {cfg.epochs} epochs)")
-            results[key] = _train_one(cfg.to_dict(), str(run_dir), resume)
+            try:
+                results[key] = _train_one(cfg.to_dict(), str(run_dir), resume)
+            except RunStopped as e:
+                raise RunStopped(f"{key[0]} seed {cfg.seed}: {str(e).split('; resume with:')[0]}"
+                                 + (f"; {total - i} run(s) not started" if total > i else "")
+                                 + f"; resume with: {again}", e.signum) from None
             report(i, key, cfg, results[key])
         return results
-    pool = ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(_train_one, {**cfg.to_dict(), "progress": False}, str(run_dir),
-                               (run_dir / CHECKPOINT).exists()): (key, cfg) for key, cfg, run_dir in jobs}
-        for i, f in enumerate(as_completed(futures), 1):
-            key, cfg = futures[f]
-            results[key] = f.result()
-            report(i, key, cfg, results[key])
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
+    by_key = {key: cfg for key, cfg, _ in jobs}
+    done = [0]
+
+    def finished(key, summary):
+        done[0] += 1
+        report(done[0], key, by_key[key], summary)
+
+    return run_jobs([(key, _train_one, ({**cfg.to_dict(), "progress": False}, str(run_dir),
+                                        (run_dir / CHECKPOINT).exists()), f"{key[0]} seed {cfg.seed} ({run_dir})")
+                     for key, cfg, run_dir in jobs], workers, finished, again)
 
 
 _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")

@@ -76,6 +76,8 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
         if index >= torch.cuda.device_count():
             raise ValueError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
         return torch.device("cuda", d.local_rank) if d.enabled else torch.device(name)
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' but this torch has no MPS (Apple GPU) device; use --device cpu")
     return torch.device(name)
 
 
@@ -191,12 +193,40 @@ def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool) -> dict
         with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
             return _run(cfg, Path(tmp), resume, keep=False)
     out_dir = Path(out_dir)
+    if not resume and str(out_dir) in ("", "."):
+        raise ValueError("--out names no new folder (it is empty or '.'); pass a directory for the run, e.g. --out runs/r1")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory for the run")
+    fresh = not out_dir.exists()
     with run_lock(out_dir, "train") if distributed.env_rank() == 0 else contextlib.nullcontext():
         if not resume and (out_dir / CHECKPOINT).exists():
             raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
-        return _run(cfg, out_dir, resume)
+        if not resume:
+            _check_not_foreign(out_dir)
+        try:
+            return _run(cfg, out_dir, resume)
+        except BaseException:
+            if fresh and distributed.env_rank() == 0 and not (out_dir / CHECKPOINT).exists():
+                for name in ("config.json", "metrics.jsonl"):  # what a run writes before its first checkpoint
+                    with contextlib.suppress(OSError):
+                        (out_dir / name).unlink()
+            raise
+
+
+def _check_not_foreign(out_dir: Path) -> None:
+    """Refuse a new run in a folder whose ``summary.json`` or ``config.json`` a run would overwrite
+    but which holds no run (a ``config.json`` of a run stopped before its first save is ours)."""
+    if (out_dir / "summary.json").exists():
+        raise ValueError(f"{out_dir} holds a summary.json but no {CHECKPOINT}; qtrain would overwrite it: "
+                         "pick a new --out")
+    cfg_path = out_dir / "config.json"
+    if cfg_path.exists():
+        try:
+            values = json.loads(cfg_path.read_bytes().decode("utf-8"))
+        except (ValueError, OSError):
+            values = None
+        if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise ValueError(f"{cfg_path} is not a qtrain run's config.json and would be overwritten; pick a new --out")
 
 
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> dict:

@@ -32,7 +32,32 @@ class RunStopped(Exception):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+    def __reduce__(self):  # crosses process boundaries (table1's worker processes) intact
+        return type(self), (str(self), self.signum)
+
+
+# The signals a Stopper turns into "save, then stop". Worker processes of ``table1`` ignore
+# SIGINT (their parent forwards a Ctrl-C to them as SIGTERM) and note a SIGTERM that arrives
+# outside a run in ``pending`` (see :func:`worker_signals`).
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+pending: Optional[int] = None
+
+
+def _note(signum, frame):  # noqa: ARG001
+    global pending
+    pending = signum
+
+
+def worker_signals() -> None:
+    """Signal set-up of a worker process: SIGINT ignored, SIGTERM noted (a run in progress saves
+    and stops; a run not started yet is not started)."""
+    global SIGNALS
+    SIGNALS = (signal.SIGTERM,)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _note)
 
 
 class Stopper:
@@ -52,8 +77,10 @@ class Stopper:
 
     def __enter__(self) -> "Stopper":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
+            if pending is not None:  # arrived while the run was starting: stop at the first check
+                self.signum = pending
         return self
 
     def __exit__(self, *exc) -> None:
