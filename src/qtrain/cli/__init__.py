@@ -43,6 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv
     code = _call(args, argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: skip C++ teardown races at interpreter exit
         sys.stdout.flush()

@@ -32,10 +32,11 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
                   seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
-                  **overrides) -> dict:
+                  settings: Optional[dict] = None, **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
-    ``command`` (the command line, if any) is recorded in the report. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
+    ``command`` (the command line, if any) is recorded in the report; ``settings`` (a mapping, e.g.
+    from ``--set``) and ``overrides`` are TrainConfig fields of every Table 1 cell. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
     """
     from ..plots.theory import draw
@@ -58,7 +59,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         if part == "table1":
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
                                        log=log, epochs=epochs, device=device, train_subset=train_subset, seeds=seeds,
-                                       workers=workers, **overrides)
+                                       workers=workers, command=command, settings=settings, **overrides)
         else:
             module = {"convex": convex, "toy": toy, "markov": markov}[part]
             results[part] = module.run(str(out / "theory"), seed=seed, quick=quick)
@@ -69,7 +70,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     claims = [asdict(c) for c in theory_claims(results["convex"], results["toy"], results["markov"])] + t1["claims"]
     counts = verdicts.tally(claims)
     report = {"scale": scale, "seed": seed, "seeds": t1["seeds_requested"] if seeds is None else seeds,
-              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": overrides, "claims": claims, **counts,
+              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": {**(settings or {}), **overrides}, "claims": claims, **counts,
               "seconds": times, "wall_seconds": time.perf_counter() - t_start, "command": command,
               "started": started, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "table1": {k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},

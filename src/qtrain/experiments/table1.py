@@ -76,10 +76,13 @@ def _positive(name: str, value, example: str) -> int:
 
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
                report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
-               workers: Optional[int] = None, command: Optional[str] = None, **overrides) -> dict:
+               workers: Optional[int] = None, command: Optional[str] = None, settings: Optional[dict] = None,
+               **overrides) -> dict:
     """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
 
-    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests);
+    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests), as
+    are ``settings`` (a mapping, so that fields named like this function's parameters -- ``scale``,
+    the grid scale s -- can be given: ``--set``); the keyword arguments win;
     ``command`` (the command line) is what a stopped or failed table says to run again.
     """
     out = Path(out)
@@ -92,7 +95,9 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     t0 = time.perf_counter()
     plan, jobs, done = {}, [], {}
     for name in names:
-        base = cell_config(available[name], data_dir=data_dir, progress=progress, **overrides)
+        given = dict(settings or {})
+        given.update({k: v for k, v in dict(overrides, data_dir=data_dir, progress=progress).items() if v is not None})
+        base = cell_config(available[name], **given)
         if (out / "runs" / name / "summary.json").exists():
             log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
                 f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")

@@ -19,8 +19,10 @@ import collections
 import ctypes
 import multiprocessing
 import os
+import re
 import signal
 import sys
+import threading
 from multiprocessing.connection import wait
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -48,6 +50,11 @@ def die_with_parent(parent: int) -> None:
 def _worker(conn, parent: int) -> None:  # pragma: no cover - runs in the child process
     die_with_parent(parent)
     stopping.worker_signals()
+    try:  # progress bars' default lock is a multiprocessing semaphore, which a killed worker would leak
+        from tqdm import tqdm
+        tqdm.set_lock(threading.RLock())
+    except ImportError:
+        pass
     while True:
         try:
             job = conn.recv()
@@ -77,10 +84,10 @@ def _worker(conn, parent: int) -> None:  # pragma: no cover - runs in the child 
 def _how(code: Optional[int]) -> str:
     if code is not None and code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name} (e.g. by the out-of-memory killer)"
         except ValueError:
             pass
-    return f"exit code {code}"
+    return f"exited with code {code}"
 
 
 class _Forward:
@@ -177,13 +184,14 @@ def run_jobs(jobs: List[Tuple[object, Callable, tuple, str]], workers: int,
                         lost = busy.pop(conn, None)
                         if lost is not None:
                             how = _how(p.exitcode)
-                            died.append(f"{desc[lost]} ({how}, e.g. by the out-of-memory killer)")
+                            died.append(f"{how} while training {desc[lost]}")
                         continue
                     if status == "ok":
                         results[key] = value
                         on_result(key, value)
                     elif status == "stopped":
-                        stopped.append(f"{desc[key]}: " + value.split("; resume with:")[0])
+                        stopped.append(f"{desc[key]} " + re.sub(r"^stopped by [^:]*: saved \S+ ", "saved ",
+                                                                 value.split("; resume with:")[0]))
                     elif status == "error":
                         errors.append(value)
                     else:
@@ -206,7 +214,7 @@ def run_jobs(jobs: List[Tuple[object, Callable, tuple, str]], workers: int,
         raise RunStopped(f"stopped by {name}: {saved}" + (f"; {not_started} run(s) not started" if not_started else "")
                          + f"; resume with: {resume_hint}", signum)
     if died:
-        raise WorkerDied(f"a worker process died while training {died[0]}"
+        raise WorkerDied(f"a worker process {died[0]}"
                          + (f" (and {len(died) - 1} more)" if len(died) > 1 else "")
                          + f"; the other runs finished and its last checkpoint is kept; resume with: {resume_hint}")
     return results
