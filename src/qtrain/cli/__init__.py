@@ -17,6 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 # sub-command modules, in the order they appear in --help
+ARGV: list = []  # the command line being run (what a stopped table1/reproduce says to run again)
 _MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export")
 
 
@@ -43,7 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    args.argv = argv
+    global ARGV
+    ARGV = argv
     code = _call(args, argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: skip C++ teardown races at interpreter exit
         sys.stdout.flush()

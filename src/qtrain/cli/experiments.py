@@ -85,7 +85,9 @@ def reproduce(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return shlex.join(["qtrain"] + list(getattr(args, "argv", None) or sys.argv[1:]))
+    from . import ARGV
+
+    return shlex.join(["qtrain"] + list(ARGV or sys.argv[1:]))
 
 
 # settings with a flag of their own: --set refuses them and names the flag

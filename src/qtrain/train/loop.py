@@ -281,6 +281,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     start, step, partial, history = 0, 0, {}, []
     if resume:
         start, step, partial, history = _restore(ckpt_path, cfg, model, opt, sched, tracker, n_train)
+        partial = distributed.local_sums(partial, d)
 
     saved_at = [f"after epoch {start}" + (f", batch {step}" if step else "")] if resume else []
 
@@ -312,8 +313,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
 
             def after_step(k: int, sums: dict) -> None:
                 save_now, stop = stopper.check()
-                if save_now:
-                    save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
+                if save_now:  # every rank's running sums (a collective: all ranks save together)
+                    save(epoch, k, dict(distributed.gather_sums(sums, d, device),
+                                        train_seconds=done + time.perf_counter() - t0))
                     stopper.saved()
                 if stop:
                     raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} at epoch {epoch + 1}, batch "
