@@ -21,18 +21,18 @@ then ``--report-only``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .._io import atomic_write_bytes, atomic_write_json
-from ..train import TrainConfig, read_metrics, run
+from ..train import TrainConfig, run
 from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
 from ..train.stopping import RunStopped
 from . import stats, verdicts
+from .runs import read_summary, run_history
 from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
 from .workers import run_jobs
 
@@ -106,7 +106,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             run_dir = out / "runs" / name / f"seed{cfg.seed}"
             plan[(name, k)] = (cfg, run_dir)
             if (run_dir / "summary.json").exists():
-                summary = json.loads((run_dir / "summary.json").read_text())
+                summary = read_summary(run_dir)
                 _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
                 done[(name, k)] = summary
             elif report_only:
@@ -130,7 +130,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
         results.append({"cell": name, "column": column, "row": row, "label": ROWS.get(row, row),
                         "paper_column": cfg0.extra.get("paper_column", column), "width": cfg0.width,
                         "seeds": [plan[key][0].seed for key in keys], "summaries": [done[key] for key in keys],
-                        "histories": [read_metrics(plan[key][1]) for key in keys]})
+                        "histories": [run_history(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
     report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers,
                   runs_trained=len(jobs), runs_reused=len(reused),
