@@ -16,8 +16,8 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
-# sub-command modules, in the order they appear in --help
 ARGV: list = []  # the command line being run (what a stopped table1/reproduce says to run again)
+# sub-command modules, in the order they appear in --help
 _MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export")
 
 
