@@ -42,6 +42,7 @@ from . import distributed
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .folder import check_not_foreign, discard_unstarted
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
 from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
@@ -202,31 +203,13 @@ def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool) -> dict
         if not resume and (out_dir / CHECKPOINT).exists():
             raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
         if not resume:
-            _check_not_foreign(out_dir)
+            check_not_foreign(out_dir)
         try:
             return _run(cfg, out_dir, resume)
         except BaseException:
-            if fresh and distributed.env_rank() == 0 and not (out_dir / CHECKPOINT).exists():
-                for name in ("config.json", "metrics.jsonl"):  # what a run writes before its first checkpoint
-                    with contextlib.suppress(OSError):
-                        (out_dir / name).unlink()
+            if fresh and distributed.env_rank() == 0:  # refused before training: leave no folder (run_lock)
+                discard_unstarted(out_dir)
             raise
-
-
-def _check_not_foreign(out_dir: Path) -> None:
-    """Refuse a new run in a folder whose ``summary.json`` or ``config.json`` a run would overwrite
-    but which holds no run (a ``config.json`` of a run stopped before its first save is ours)."""
-    if (out_dir / "summary.json").exists():
-        raise ValueError(f"{out_dir} holds a summary.json but no {CHECKPOINT}; qtrain would overwrite it: "
-                         "pick a new --out")
-    cfg_path = out_dir / "config.json"
-    if cfg_path.exists():
-        try:
-            values = json.loads(cfg_path.read_bytes().decode("utf-8"))
-        except (ValueError, OSError):
-            values = None
-        if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(TrainConfig)}:
-            raise ValueError(f"{cfg_path} is not a qtrain run's config.json and would be overwritten; pick a new --out")
 
 
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, keep: bool = True) -> dict:
