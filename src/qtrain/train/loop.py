@@ -27,6 +27,7 @@ import platform
 import shlex
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -314,7 +315,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             train_s = done + time.perf_counter() - t0
             step, partial = 0, {}
             loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
-            sched.step()
+            with warnings.catch_warnings():  # an epoch resumed after its last batch steps no optimizer first
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                sched.step()
             test_loss, test_err = evaluate(net, ds, cfg, d, device)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
                    "train_error": error_percent(int(correct), int(count)), "test_loss": test_loss,
@@ -360,7 +363,8 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
         raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
                          f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
     epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
-    if epoch > cfg.epochs or (step and (epoch == cfg.epochs or step >= n_train)):
+    if epoch > cfg.epochs or (step and (epoch >= cfg.epochs or step > n_train)):  # step == n_train: stopped after
+        # the epoch's last batch, before its end-of-epoch work (the resumed epoch trains no batch)
         raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
                          f"({n_train} batches each); pass --epochs {max(epoch + bool(step), 1)} or more")
     if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):
