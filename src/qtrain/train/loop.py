@@ -316,7 +316,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             step, partial = 0, {}
             loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
             with warnings.catch_warnings():  # an epoch resumed after its last batch steps no optimizer first
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                 sched.step()
             test_loss, test_err = evaluate(net, ds, cfg, d, device)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
