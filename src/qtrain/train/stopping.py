@@ -6,7 +6,9 @@ SIGINT/SIGTERM arrived. Under torchrun the ranks compare notes every ``SYNC_EVER
 (a logical OR over the ranks), so all ranks save (rank 0 writes) and stop at the same step. After saving on a signal
 the loop raises :class:`RunStopped`, whose one-line message says what was saved and the
 exact command that resumes it (the CLI exits 130 for SIGINT, 143 for SIGTERM). A second
-Ctrl-C while saving raises ``KeyboardInterrupt`` at once.
+Ctrl-C while saving raises ``KeyboardInterrupt`` at once (under torchrun, not within
+``RELAY_SECONDS`` of the first: the launcher relays the terminal's Ctrl-C to every rank, which
+the terminal has already signalled).
 
 >>> s = Stopper(minutes=0, d=None)
 >>> s.check()
@@ -25,6 +27,7 @@ from . import distributed
 
 
 SYNC_EVERY = 10  # steps between the ranks' agreement on saving/stopping under torchrun
+RELAY_SECONDS = 2.0  # under torchrun a second SIGINT this soon is the launcher relaying the same Ctrl-C
 
 
 class RunStopped(Exception):
@@ -69,10 +72,15 @@ class Stopper:
         self.last = time.monotonic()
         self.calls = 0
         self._old = {}
+        self._at = -1e9  # when the first stop signal arrived
 
     def _handle(self, signum, frame):  # noqa: ARG002
-        if self.signum is not None and signum == signal.SIGINT:
+        now = time.monotonic()
+        relayed = self.d.enabled and now - self._at < RELAY_SECONDS  # torchrun passes the terminal's Ctrl-C on
+        if self.signum is not None and signum == signal.SIGINT and not relayed:
             raise KeyboardInterrupt
+        if self.signum is None:
+            self._at = now
         self.signum = signum
 
     def __enter__(self) -> "Stopper":
