@@ -260,3 +260,12 @@ def test_table1_refuses_a_damaged_summary_in_one_line(table, capsys, content):
                        "--train-subset", "128", "--seeds", "2", "--cells", *kw["only"]], summary)
     finally:
         summary.write_bytes(good)
+
+
+@pytest.mark.parametrize("name", ["qtrain._yaml", "qtrain.train.lock", "qtrain.train.folder"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
