@@ -108,8 +108,9 @@ class _Forward:
                 pass
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.old[sig] = signal.signal(sig, self)
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self)
         return self
 
     def __exit__(self, *exc):
@@ -119,7 +120,8 @@ class _Forward:
 
 def _start(ctx, n: int) -> List[Tuple[object, object]]:
     """``n`` worker processes, started with SIGINT ignored (inherited through exec)."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         out = []
         for _ in range(n):
@@ -130,7 +132,8 @@ def _start(ctx, n: int) -> List[Tuple[object, object]]:
             out.append((p, mine))
         return out
     finally:
-        signal.signal(signal.SIGINT, old)
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 def run_jobs(jobs: List[Tuple[object, Callable, tuple, str]], workers: int,
@@ -216,5 +219,6 @@ def run_jobs(jobs: List[Tuple[object, Callable, tuple, str]], workers: int,
     if died:
         raise WorkerDied(f"a worker process {died[0]}"
                          + (f" (and {len(died) - 1} more)" if len(died) > 1 else "")
-                         + f"; the other runs finished and its last checkpoint is kept; resume with: {resume_hint}")
+                         + ("; the other runs finished" if not queue else f"; {len(queue)} run(s) were not started")
+                         + f"; its last checkpoint is kept; resume with: {resume_hint}")
     return results
