@@ -92,3 +92,25 @@ def test_workers_die_with_their_parent_and_start_nothing(tmp_path):
     assert not list(tmp_path.glob("runs/*/seed*/.qtrain.lock"))  # every run saved and let go of its folder
     for ck in tmp_path.glob("runs/*/seed*/checkpoint.pt"):
         assert load_checkpoint(ck)["epoch"] < 200
+
+
+def test_one_worker_in_process_stops_with_the_table1_command(tmp_path, monkeypatch):
+    from qtrain.experiments.table1 import run_table1
+    from qtrain.train.stopping import Stopper
+
+    real, calls = Stopper.check, {"n": 0}
+
+    def check(self, force=False):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, force)
+    monkeypatch.setattr(Stopper, "check", check)
+    with pytest.raises(RunStopped) as e:
+        run_table1("quick", tmp_path, only=["digits-smallcnn.adam"], progress=False, epochs=2, train_subset=256,
+                   seeds=2, workers=1, log=lambda *_: None, command="qtrain table1 --scale quick --out X")
+    msg = str(e.value)
+    assert e.value.exit_code == 130 and "\n" not in msg
+    assert msg.startswith("digits-smallcnn.adam seed 0: stopped by SIGINT: saved") and "1 run(s) not started" in msg
+    assert msg.endswith("resume with: qtrain table1 --scale quick --out X")
+    assert load_checkpoint(tmp_path / "runs" / "digits-smallcnn.adam" / "seed0" / "checkpoint.pt")["step"] == 3
