@@ -42,6 +42,7 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
+from ._export_check import DIGEST_KEY, MAX_HEADER, _pairs, check_digest, digest, parse_header
 from ._io import atomic_write_bytes
 from .codes import decode, encode, pack, unpack
 from .grid import Grid
@@ -53,6 +54,8 @@ _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", tor
            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
            torch.bool: "BOOL"}
 _NAMES = {v: k for k, v in _DTYPES.items()}
+_FLOAT_DTYPES = {"torch.float32": torch.float32, "torch.float64": torch.float64, "torch.float16": torch.float16,
+                 "torch.bfloat16": torch.bfloat16}  # what a packed tensor may decode to
 
 
 def write_safetensors(path: Union[str, Path], tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> int:
@@ -66,6 +69,7 @@ def write_safetensors(path: Union[str, Path], tensors: Dict[str, torch.Tensor], 
         header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
+    header["__metadata__"][DIGEST_KEY] = digest(chunks)  # SHA-256 of the data section (checked by load)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * ((-len(head)) % 8)
     blob = struct.pack("<Q", len(head)) + head + b"".join(chunks)
@@ -74,28 +78,28 @@ def write_safetensors(path: Union[str, Path], tensors: Dict[str, torch.Tensor], 
 
 
 def read_safetensors(path: Union[str, Path]):
-    """``(tensors, metadata)`` from a safetensors file; one-line errors when it is not one."""
+    """``(tensors, metadata)`` from a safetensors file; one-line errors when it is not one. The
+    header is validated first (:func:`qtrain._export_check.parse_header`) and, when the file
+    carries a data digest, the data is checked against it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no export at {path}; write one with `qtrain export RUN --out {path.name}`")
     blob = path.read_bytes()
-    try:
-        (n,) = struct.unpack("<Q", blob[:8])
-        header = json.loads(blob[8:8 + n])
-        if not isinstance(header, dict) or 8 + n > len(blob):
-            raise ValueError("bad header")
-        meta = header.pop("__metadata__", {}) or {}
-        base, out = 8 + n, {}
-        for name, h in header.items():
-            b, e = h["data_offsets"]
-            if not 0 <= b <= e <= len(blob) - base:
-                raise ValueError(f"offsets of {name} out of range")
-            dt = _NAMES[h["dtype"]]
-            raw = bytearray(blob[base + b:base + e])
-            t = torch.frombuffer(raw, dtype=dt) if raw else torch.zeros(0, dtype=dt)
-            out[name] = t.reshape(h["shape"])
-    except (struct.error, ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({str(e)[:80]}); re-export it") from None
+    n = struct.unpack("<Q", blob[:8])[0] if len(blob) >= 8 else -1
+    if not 0 < n <= min(len(blob) - 8, MAX_HEADER):
+        raise ValueError(f"{path} is not a readable safetensors file (header length {n} for a file of {len(blob)} "
+                         "bytes); re-export it")
+    header, meta = parse_header(path, blob[8:8 + n], len(blob) - 8 - n)
+    data = memoryview(blob)[8 + n:]
+    if DIGEST_KEY in meta:
+        check_digest(path, meta, data)
+    out = {}
+    for name, h in header.items():
+        b, e = h["data_offsets"]
+        dt = _NAMES[h["dtype"]]
+        raw = bytearray(data[b:e])
+        t = torch.frombuffer(raw, dtype=dt) if raw else torch.zeros(0, dtype=dt)
+        out[name] = t.reshape(h["shape"])
     return out, meta
 
 
@@ -151,24 +155,55 @@ def load(model: nn.Module, path: Union[str, Path], strict: bool = True) -> dict:
     the file's metadata with each quantized tensor's entry parsed (``{"grid": Grid, ...}``)."""
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a qtrain export (format {meta.get('format')!r}); write it with qtrain.export.save")
+        raise ValueError(f"{path} is not a qtrain export (format {str(meta.get('format'))[:40]!r}); write it with "
+                         "qtrain.export.save")
+    if DIGEST_KEY not in meta:  # read_safetensors checked it where present; a qtrain export must carry one
+        check_digest(path, meta, memoryview(b""))
     state, info = {}, {}
     for name, t in tensors.items():
         q = meta.get(f"qtrain.{name}")
         if q is None:
             state[name] = t
             continue
-        q = json.loads(q)
-        g = Grid.from_dict(q["grid"])
-        n = math.prod(q["shape"])
-        values = decode(unpack(t.numpy().tobytes(), n, q, g), g).reshape(q["shape"])
-        state[name] = values.to(getattr(torch, q.get("dtype", "torch.float32").replace("torch.", "")))
-        info[name] = {**q, "grid": g}
+        state[name], info[name] = _decode_entry(path, name, t, q)
+    _check_fits(path, model, state, strict)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as e:
         raise ValueError(f"{path} does not fit this model ({str(e).splitlines()[0][:120]}); build the model the run used") from None
     return info
+
+
+def _decode_entry(path, name: str, t: torch.Tensor, q: str):
+    """The float tensor a packed entry stands for, with its metadata checked (one line naming the file)."""
+    try:
+        q = json.loads(q, object_pairs_hook=_pairs)
+        if not isinstance(q, dict) or not isinstance(q.get("grid"), dict):
+            raise ValueError("not a mapping with a grid")
+        shape, dtype = q.get("shape"), q.get("dtype", "torch.float32")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise ValueError(f"shape {str(shape)[:40]}")
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype {str(dtype)[:30]!r} is not one of {', '.join(_FLOAT_DTYPES)}")
+        if not all(isinstance(q.get(k), int) and not isinstance(q.get(k), bool) for k in ("bits", "offset")) \
+                or not 1 <= q["bits"] <= 62 or t.dtype != torch.uint8:
+            raise ValueError("bits/offset are not a packing of bytes")
+        g = Grid.from_dict(q["grid"])
+        values = decode(unpack(t.numpy().tobytes(), math.prod(shape), q, g), g).reshape(shape)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RuntimeError) as e:
+        raise ValueError(f"{path}: the metadata of packed tensor {name[:60]!r} is malformed "
+                         f"({' '.join(str(e).split())[:100]}); re-export it from the run") from None
+    return values.to(_FLOAT_DTYPES[dtype]), {**q, "grid": g}
+
+
+def _check_fits(path, model: nn.Module, state: dict, strict: bool) -> None:
+    """Refuse tensors whose dtype or shape differs from the model's (``load_state_dict`` would
+    cast an I32 tensor into float weights without a word)."""
+    mine = model.state_dict()
+    for name, t in state.items():
+        if name in mine and (t.dtype != mine[name].dtype or t.shape != mine[name].shape):
+            raise ValueError(f"{path}: tensor {name[:60]!r} is {t.dtype} {tuple(t.shape)}, the model's is "
+                             f"{mine[name].dtype} {tuple(mine[name].shape)}; build the model the run used")
 
 
 def float_size(model: nn.Module) -> int:

@@ -44,6 +44,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ._optim_load import check_loadable
 from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable,
                              end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
                              named_params, needs_closure, return_latents, store_exact)
@@ -376,29 +377,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         """Restore a :meth:`state_dict`: the base optimizer's state and the checkpoint's grids,
         seed, step and BC latent weights (whatever grid and seed this optimizer was built with:
         the checkpoint is the run), so training continues bit-identically. Refuses (one line,
-        nothing changed) a checkpoint of another method (BC: another ``bc_rounding``) or of
-        another number or shape of quantized tensors. The model's weights come from the model's
-        own ``state_dict``."""
+        nothing changed) a checkpoint of another method (BC: another ``bc_rounding``), of another
+        number or shape of quantized tensors, or with latents or buffers of the wrong shape,
+        dtype or non-finite values (:mod:`qtrain._optim_load` checks all before any change).
+        The model's weights come from the model's own ``state_dict``."""
         sd = dict(state_dict)
         q = sd.pop("qtrain", None)
         if q is None:
             raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
-        if q.get("method") != self.method:
-            raise ValueError(f"checkpoint was saved with method={q.get('method')!r} but this optimizer has {self.method!r}")
-        if self.method == "bc" and q.get("bc_rounding") != self.bc_rounding:
-            raise ValueError(f"checkpoint was saved with bc_rounding={q.get('bc_rounding')!r} but this optimizer has "
-                             f"{self.bc_rounding!r}")
-        if len(q["grids"]) != len(self.qparams):
-            raise ValueError(f"checkpoint quantizes {len(q['grids'])} tensors, this optimizer {len(self.qparams)}; "
-                             "build the optimizer over the same model and params")
-        shapes = q.get("shapes") or [list(lat.shape) for lat in q["latents"]] or [list(p.shape) for p in self.qparams]
-        for name, shape, p in zip(self.names, shapes, self.qparams):
-            if tuple(shape) != tuple(p.shape):
-                raise ValueError(f"checkpoint's tensor for {name} has shape {tuple(shape)}, this optimizer's "
-                                 f"{tuple(p.shape)}; build the optimizer over the same model and params")
-        if len(q["latents"]) != len(self.latents):
-            raise ValueError(f"checkpoint holds {len(q['latents'])} latent tensors, this optimizer {len(self.latents)}")
-        grids = [Grid.from_dict(g) for g in q["grids"]]
+        grids, seed, step = check_loadable(self, q, sd)  # everything, before anything changes
         mine = self.grids
         self.grids = grids
         try:
@@ -412,7 +399,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         except BaseException:
             self.grids = mine
             raise
-        self.seed, self.step_count = as_int(q["seed"], "seed"), as_int(q["step"], "step")
+        self.seed, self.step_count = seed, step
         if self._steps is not None and q.get("step_record") is not None:
             self._steps.load(q["step_record"])
         with torch.no_grad():

@@ -93,3 +93,42 @@ def test_a_stopped_rank_ends_the_job_within_the_timeout(tmp_path):
     assert ours and f"rank 0: another process stopped answering within --dist-timeout {timeout} s" in ours[0], ours
     assert "--resume" in ours[0] and waited < timeout + 10, (waited, ours)
     assert p.returncode != 0
+
+
+KILL_AFTER_SAVE = """import os, signal, sys
+from qtrain.train import stopping
+from qtrain.cli import main
+real = stopping.Stopper.saved
+def saved(self):
+    real(self)
+    if os.environ["RANK"] == "0" and self.calls == 10:  # the first mid-epoch save (ranks agree every 10 steps)
+        os.kill(os.getpid(), signal.SIGKILL)
+stopping.Stopper.saved = saved
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_mid_epoch_resume_under_torchrun_matches_every_metric(tmp_path):
+    """Killed right after a mid-epoch save, resumed: train_loss/train_error equal the uninterrupted run's
+    (each rank's running sums are saved, not rank 0's only)."""
+    args = ["--model", "smallcnn", "--method", "sr", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
+    ref = torchrun(2, tmp_path / "ref", *args)
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_AFTER_SAVE)
+    out = tmp_path / "r"
+    cmd = torchrun_cmd(2, out, *args, "--checkpoint-minutes", "1e-9")
+    cmd[cmd.index("-m", 3):cmd.index("-m", 3) + 2] = [str(script)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode != 0
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert (ck["epoch"], ck["step"]) == (0, 10), (ck["epoch"], ck["step"])
+    assert ck["partial"]["count"] == 320 and ck["partial"]["ranks"][:, 2].tolist() == [160, 160]
+    resume = torchrun_cmd(2, out)
+    resume[resume.index("train") + 1:] = ["--resume", str(out), "--no-progress"]
+    r = subprocess.run(resume, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    want = json.loads((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("train_loss", "train_error", "test_loss", "test_error", "weight_change"):
+        assert got[key] == want[key], key
+    assert ref["replicas_identical"] and json.loads((out / "summary.json").read_text())["replicas_identical"]

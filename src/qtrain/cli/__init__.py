@@ -20,6 +20,7 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
+ARGV: list = []  # the command line being run (what a stopped table1/reproduce says to run again)
 # sub-command modules, in the order they appear in --help
 _MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export", "qtrain.cli.plot",
             "qtrain.cli.verify")
@@ -73,6 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    global ARGV
+    ARGV = argv
     code = _call(args, argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: skip C++ teardown races at interpreter exit
         sys.stdout.flush()

@@ -74,13 +74,14 @@ def table1(args: argparse.Namespace) -> int:
 
         print(plan_table(plan_seeds(read_pilot(args.out), difference=args.difference)), end="")
         return 0
+    settings = parse_set(args.set, TABLE1_FLAGS)
     from ..train.lock import run_lock
 
     with run_lock(args.out, "table1"):
         report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
                             progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
                             device=args.device, seeds=args.seeds, workers=args.workers, retrain=args.retrain,
-                            **parse_set(args.set))
+                            command=_command(args), settings=settings)
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -88,25 +89,57 @@ def table1(args: argparse.Namespace) -> int:
 def reproduce(args: argparse.Namespace) -> int:
     from ..experiments.reproduce import run_reproduce
 
+    settings = parse_set(args.set, REPRODUCE_FLAGS)
     from ..train.lock import run_lock
 
     with run_lock(args.out, "reproduce"):
         run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
                       epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
-                      command=shlex.join(["qtrain"] + sys.argv[1:]), retrain=args.retrain,
-                      report_only=args.report_only, **parse_set(args.set))
+                      command=_command(args), retrain=args.retrain, report_only=args.report_only,
+                      settings=settings)
     print(f"report: {args.out / 'report.md'}")
     return 0
 
 
-def parse_set(items) -> dict:
-    """``["scale=1", "lr=0.001"]`` -> ``{"scale": 1, "lr": 0.001}`` (values read as YAML scalars)."""
-    import yaml
+def _command(args: argparse.Namespace) -> str:
+    from . import ARGV
 
+    return shlex.join(["qtrain"] + list(ARGV or sys.argv[1:]))
+
+
+# settings with a flag of their own: --set refuses them and names the flag
+_COMMON_FLAGS = {"epochs": "--epochs", "device": "--device", "data_dir": "--data-dir", "progress": "--no-progress",
+                 "seeds": "--seeds", "workers": "--workers", "out": "--out", "cells": "--cells",
+                 "table1_cells": "--cells", "command": "--out (the command line is recorded by itself)"}
+TABLE1_FLAGS = dict(_COMMON_FLAGS, train_subset="--train-subset", report_only="--report-only", only="--cells",
+                    list="--list")
+REPRODUCE_FLAGS = dict(_COMMON_FLAGS)
+
+
+def parse_set(items, flags: dict = TABLE1_FLAGS) -> dict:
+    """``["scale=1", "lr=0.001"]`` -> ``{"scale": 1, "lr": 0.001}`` (values read as YAML scalars, bounded).
+
+    Keys must be TrainConfig fields (``scale`` is the binary/ternary grid scale s; the Table 1
+    scale is ``--scale``); settings that have a flag of their own (``flags``) are refused in one
+    line naming that flag."""
+    import dataclasses
+
+    from .._yaml import load as load_yaml
+    from ..train.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. --set scale=1")
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        if key in flags:
+            raise ValueError(f"--set {key}=... is not a per-run setting here; use {flags[key]}")
+        if key not in fields:
+            raise ValueError(f"--set {key}=... is not a run setting (TrainConfig field); known: {', '.join(sorted(fields))}")
+        out[key] = load_yaml(value, f"--set {key}={value[:40]}")
+        if key == "scale" and out[key] in ("quick", "mini", "paper"):
+            raise ValueError(f"--set scale={out[key]} sets the binary/ternary grid scale s (a number or 'mean'); "
+                             f"the Table 1 scale is --scale {out[key]}")
     return out

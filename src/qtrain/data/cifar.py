@@ -90,10 +90,38 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 _FIX_FILE = "replace it with the file from the official archive (or --download into an empty --data-dir)"
 
 
+MAX_BATCH_BYTES = 1 << 30  # a CIFAR python batch is 31 MB (CIFAR-100's train file 155 MB)
+
+
+def _labels(path: Path, labels, label_key: str, n: int) -> np.ndarray:
+    """The labels as int64, checked *before* numpy sees them: a flat list of ``n`` Python ints
+    (the official files) or a 1-D integer array of length ``n``; nested or shared lists, floats
+    and other objects are refused without expanding them."""
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"{path}: {label_key!r} are {labels.dtype}, not integers; {_FIX_FILE}")
+        if labels.shape != (n,):
+            raise ValueError(f"{path}: expected {n} labels (one per image), got shape {labels.shape}; {_FIX_FILE}")
+        return labels.astype(np.int64)
+    if not isinstance(labels, list):
+        raise ValueError(f"{path}: {label_key!r} is a {type(labels).__name__}, not a list of integers; {_FIX_FILE}")
+    if len(labels) != n:
+        raise ValueError(f"{path}: expected {n} labels (one per image), got {len(labels)}; {_FIX_FILE}")
+    bad = next((v for v in labels if type(v) is not int), None)  # noqa: E721 - bools and subclasses are not labels
+    if bad is not None:
+        raise ValueError(f"{path}: {label_key!r} are not integers (found a {type(bad).__name__}); {_FIX_FILE}")
+    if any(not -2**62 < v < 2**62 for v in labels):
+        raise ValueError(f"{path}: {label_key!r} hold integers far outside any class range; {_FIX_FILE}")
+    return np.asarray(labels, dtype=np.int64)
+
+
 def _read_batch(path: Path, label_key: str, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
     """One CIFAR batch, checked: a readable pickle, ``uint8`` pixels, N×3072, N integer labels
     in ``0..num_classes-1``; anything else is one ``ValueError`` naming the file and the fix."""
     try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise ValueError(f"{size:,} bytes, more than a CIFAR batch ({MAX_BATCH_BYTES:,} at most)")
         with open(path, "rb") as f:
             head = f.read(2)
             if len(head) < 2 or head[0] != 0x80:  # pickle protocol >= 2 (the official files use 2)
@@ -117,13 +145,9 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> Tuple[np.ndarra
     if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:
         kind = raw.dtype if isinstance(raw, np.ndarray) else type(raw).__name__
         raise ValueError(f"{path}: 'data' is {kind}, CIFAR pixels must be uint8 0..255; {_FIX_FILE}")
-    labels = np.asarray(d[label_key])
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"{path}: {label_key!r} are {labels.dtype}, not integers; {_FIX_FILE}")
-    labels = labels.astype(np.int64)
-    if raw.ndim != 2 or raw.shape[1] != 3072 or labels.shape != (raw.shape[0],):
-        raise ValueError(f"{path}: expected data N×3072 and N labels, got {raw.shape} "
-                         f"and {labels.shape}; {_FIX_FILE}")
+    if raw.ndim != 2 or raw.shape[1] != 3072:
+        raise ValueError(f"{path}: expected data N×3072, got {raw.shape}; {_FIX_FILE}")
+    labels = _labels(path, d[label_key], label_key, raw.shape[0])
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"{path}: labels {int(labels.min())}..{int(labels.max())} are outside "
                          f"0..{num_classes - 1}; {_FIX_FILE}")

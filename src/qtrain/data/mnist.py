@@ -20,6 +20,8 @@ The result has ``x`` of shape :math:`N \times 1 \times 28 \times 28` (``uint8``)
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import zlib
 from pathlib import Path
 from typing import Optional
@@ -38,26 +40,47 @@ MNIST_FILES = {
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: PathLike) -> np.ndarray:
-    """Read one IDX file (plain or gzip) into a numpy array of its declared shape."""
+MAX_IDX_BYTES = 1 << 31  # payload limit (MNIST's training images are 47 MB)
+
+
+def read_idx(path: PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read one IDX file (plain or gzip) into a numpy array of its declared shape.
+
+    The header is read and checked first (magic, type, sizes; payload at most ``max_bytes``),
+    then exactly the declared payload is read: a gzip "bomb" or a file whose header declares
+    terabytes is refused before anything large is decompressed or allocated."""
     path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         try:
-            raw = gzip.decompress(raw)
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+                raise ValueError(f"{path}: not an IDX file (bad magic {head.hex()})")
+            dtype, ndim = np.dtype(_DTYPES[head[2]]), head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path}: IDX header cut short (truncated download?); replace it with a complete copy")
+            shape = tuple(int(v) for v in np.frombuffer(dims, dtype=">u4"))
+            count = math.prod(shape)
+            nbytes = count * dtype.itemsize
+            if nbytes > max_bytes:
+                raise ValueError(f"{path}: header declares shape {shape} ({nbytes:,} bytes), more than the "
+                                 f"{max_bytes:,} an IDX dataset file may hold; replace it with the official file")
+            if not gz:
+                have = os.fstat(raw.fileno()).st_size - 4 - 4 * ndim
+                if have != nbytes:
+                    raise ValueError(f"{path}: header says shape {shape} ({nbytes} bytes) but the payload has "
+                                     f"{have} bytes")
+            payload = f.read(nbytes)
+            extra = f.read(1)
         except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"{path}: damaged gzip ({e}; truncated download?); replace it with a complete copy") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
-    dtype, ndim = np.dtype(_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4"))
-    count = int(np.prod(shape)) if shape else 1
-    if len(raw) - header != count * dtype.itemsize:
-        raise ValueError(f"{path}: header says shape {shape} ({count * dtype.itemsize} bytes) "
-                         f"but the payload has {len(raw) - header} bytes")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
+    if len(payload) != nbytes or extra:
+        raise ValueError(f"{path}: header says shape {shape} ({nbytes} bytes) but the payload has "
+                         f"{'more' if extra else len(payload)} bytes")
+    return np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
 
 
 def _file(folder: Path, base: str) -> Path:

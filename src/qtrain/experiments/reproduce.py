@@ -32,11 +32,13 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
                   seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
-                  retrain: bool = False, report_only: bool = False, **overrides) -> dict:
+                  retrain: bool = False, report_only: bool = False, settings: Optional[dict] = None,
+                  **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
     ``command`` (the command line, if any) is recorded in the report; ``retrain`` trains Table 1's
-    runs again instead of reusing finished ones. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
+    runs again instead of reusing finished ones; ``settings`` (a mapping, e.g. from ``--set``) and
+    ``overrides`` are TrainConfig fields of every Table 1 cell. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
     ``report_only`` computes nothing: it reads ``theory/*.json`` and the finished Table 1 runs
     under ``out`` and writes the report again (with the current rules).
@@ -63,7 +65,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         if part == "table1":
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
                                        log=log, epochs=epochs, device=device, train_subset=train_subset, seeds=seeds,
-                                       workers=workers, retrain=retrain, report_only=report_only, **overrides)
+                                       workers=workers, retrain=retrain, report_only=report_only, command=command,
+                                       settings=settings, **overrides)
         elif report_only:
             results[part] = _read_theory(out / "theory" / f"{part}.json")
         else:
@@ -77,7 +80,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     claims = theory + t1["claims"]
     counts = verdicts.tally(claims)
     report = {"scale": scale, "seed": seed, "seeds": t1["seeds_requested"] if seeds is None else seeds,
-              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": overrides, "claims": claims,
+              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": {**(settings or {}), **overrides}, "claims": claims,
               "table1_counts": verdicts.tally(t1["claims"]), "theory_counts": verdicts.tally(theory), **counts,
               "seconds": times, "wall_seconds": time.perf_counter() - t_start, "command": command,
               "started": started, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -22,21 +22,21 @@ then ``--report-only``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .._io import atomic_write_bytes, atomic_write_json
-from ..train import TrainConfig, read_metrics, run
+from ..train import TrainConfig, run
 from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
+from ..train.stopping import RunStopped
 from . import stats, verdicts
+from .runs import read_summary, run_history
 from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
+from .workers import run_jobs
 
 PRESETS = Path(__file__).with_name("presets")
 SCALES = ("quick", "mini", "paper")
@@ -78,10 +78,14 @@ def _positive(name: str, value, example: str) -> int:
 
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
                report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
-               workers: Optional[int] = None, retrain: bool = False, **overrides) -> dict:
+               workers: Optional[int] = None, retrain: bool = False, command: Optional[str] = None,
+               settings: Optional[dict] = None, **overrides) -> dict:
     """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
 
-    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests).
+    ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests), as
+    are ``settings`` (a mapping, so that fields named like this function's parameters -- ``scale``,
+    the grid scale s -- can be given: ``--set``); the keyword arguments win;
+    ``command`` (the command line) is what a stopped or failed table says to run again.
     ``retrain`` deletes the selected cells' run folders (finished or not) and trains them anew.
     """
     out = Path(out)
@@ -96,7 +100,9 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     t0 = time.perf_counter()
     plan, jobs, done = {}, [], {}
     for name in names:
-        base = cell_config(available[name], data_dir=data_dir, progress=progress, **overrides)
+        given = dict(settings or {})
+        given.update({k: v for k, v in dict(overrides, data_dir=data_dir, progress=progress).items() if v is not None})
+        base = cell_config(available[name], **given)
         if (out / "runs" / name / "summary.json").exists():
             log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
                 f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")
@@ -107,7 +113,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             if retrain and run_dir.exists():
                 shutil.rmtree(run_dir)
             if (run_dir / "summary.json").exists():
-                summary = json.loads((run_dir / "summary.json").read_text())
+                summary = read_summary(run_dir)
                 _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
                 done[(name, k)] = summary
             elif report_only:
@@ -121,7 +127,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     reused = dict(done)
     log(f"Table 1 ({scale}): {len(names)} cell(s) x {n_seeds} seed(s); {len(reused)} run(s) finished earlier, "
         f"{len(jobs)} to train in {min(n_workers, max(len(jobs), 1))} worker process(es)")
-    done.update(_train(jobs, n_workers, log))
+    done.update(_train(jobs, n_workers, log, command))
     results = []
     for name in names:
         keys = [(name, k) for k in range(n_seeds) if (name, k) in done]
@@ -132,7 +138,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
         results.append({"cell": name, "column": column, "row": row, "label": ROWS.get(row, row),
                         "paper_column": cfg0.extra.get("paper_column", column), "width": cfg0.width,
                         "seeds": [plan[key][0].seed for key in keys], "summaries": [done[key] for key in keys],
-                        "histories": [read_metrics(plan[key][1]) for key in keys]})
+                        "histories": [run_history(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
     report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers,
                   runs_trained=len(jobs), runs_reused=len(reused),
@@ -157,10 +163,14 @@ def _train_one(cfg_dict: dict, run_dir: str, resume: bool, epoch_lines: bool = T
     return run(make(cfg_dict), Path(run_dir), resume=resume, epoch_lines=epoch_lines)
 
 
-def _train(jobs: list, workers: int, log) -> dict:
-    """Train ``jobs`` (key, cfg, run_dir) in-process (one worker) or in ``workers`` spawned processes."""
+def _train(jobs: list, workers: int, log, command: Optional[str] = None) -> dict:
+    """Train ``jobs`` (key, cfg, run_dir) in-process (one worker) or in ``workers`` processes
+    (:mod:`qtrain.experiments.workers`). A signal saves the runs in progress and raises one
+    :class:`~qtrain.train.stopping.RunStopped` whose resume command is ``command`` (the
+    table1/reproduce command line: finished runs are reused, interrupted ones resumed)."""
     results: dict = {}
     total = len(jobs)
+    again = command or "the same command (finished runs are reused, interrupted ones resumed)"
 
     def report(i, key, cfg, summary):
         log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: test error {_num(summary['test_error'])}% "
@@ -171,22 +181,24 @@ def _train(jobs: list, workers: int, log) -> dict:
             resume = (run_dir / CHECKPOINT).exists()
             log(f"[{i}/{total}] {key[0]} seed {cfg.seed}: {'resuming' if resume else 'training'} "
                 f"({cfg.model} on {cfg.data}, {cfg.method}, batch {cfg.batch_size}, {cfg.epochs} epochs)")
-            results[key] = _train_one(cfg.to_dict(), str(run_dir), resume)
+            try:
+                results[key] = _train_one(cfg.to_dict(), str(run_dir), resume)
+            except RunStopped as e:
+                raise RunStopped(f"{key[0]} seed {cfg.seed}: {str(e).split('; resume with:')[0]}"
+                                 + (f"; {total - i} run(s) not started" if total > i else "")
+                                 + f"; resume with: {again}", e.signum) from None
             report(i, key, cfg, results[key])
         return results
-    pool = ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(_train_one, {**cfg.to_dict(), "progress": False}, str(run_dir),
-                               (run_dir / CHECKPOINT).exists(), False): (key, cfg) for key, cfg, run_dir in jobs}
-        for i, f in enumerate(as_completed(futures), 1):
-            key, cfg = futures[f]
-            results[key] = f.result()
-            report(i, key, cfg, results[key])
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
+    by_key = {key: cfg for key, cfg, _ in jobs}
+    done = [0]
+
+    def finished(key, summary):
+        done[0] += 1
+        report(done[0], key, by_key[key], summary)
+
+    return run_jobs([(key, _train_one, ({**cfg.to_dict(), "progress": False}, str(run_dir),
+                                        (run_dir / CHECKPOINT).exists(), False), f"{key[0]} seed {cfg.seed} ({run_dir})")
+                     for key, cfg, run_dir in jobs], workers, finished, again)
 
 
 _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")

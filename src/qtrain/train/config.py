@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
-
+from .._yaml import load as load_yaml_text
 from ..grid import Grid
 from ..optim import METHODS
 from .provenance import PROVENANCE_KEYS  # records in a run's config.json, skipped when it is read back
@@ -26,6 +25,11 @@ GRIDS = ("binary", "ternary", "uniform") + FLOAT_GRIDS
 QUANTIZE = ("conv", "all")
 LATENT_INITS = ("default", "uniform")
 LR_SCALES = ("none", "glorot")
+# upper bounds of the integer and time settings (far above any real run; they stop a typo or a
+# hostile file from asking for terabytes, a thread per core of a cluster or an overflow)
+LIMITS = {"epochs": 10**6, "batch_size": 2**31 - 1, "micro_batch": 2**31 - 1, "train_subset": 2**31 - 1,
+          "test_subset": 2**31 - 1, "val_size": 2**31 - 1, "width": 4096, "threads": 1024,
+          "seed": 2**63 - 1, "checkpoint_minutes": 10**6, "dist_timeout": 10**7}
 
 
 @dataclass
@@ -99,12 +103,24 @@ class TrainConfig:
         choice("lr_scale", LR_SCALES)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name}={v!r} must be a positive integer")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= LIMITS[name]:
+                raise ValueError(f"{name}={_short(v)} must be a positive integer up to {LIMITS[name]:,}")
         for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch", "threads"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise ValueError(f"{name}={v!r} must be a positive integer (or omitted)")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= LIMITS[name]):
+                raise ValueError(f"{name}={_short(v)} must be a positive integer up to {LIMITS[name]:,} (or omitted)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= LIMITS["seed"]:
+            raise ValueError(f"seed={_short(self.seed)} must be an integer in 0..2**63-1, e.g. --seed 0")
+        if self.bits is not None and (isinstance(self.bits, bool) or not isinstance(self.bits, int)
+                                      or not 1 <= self.bits <= 32):
+            raise ValueError(f"bits={_short(self.bits)} must be an integer in 1..32 (or omitted: unbounded)")
+        for name in ("data_dir", "label"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{name}={_short(v)} must be text (or omitted)")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra={_short(self.extra)} must be a mapping")
+        _check_json("extra", self.extra)
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr={self.lr!r} must be a finite number > 0, e.g. --lr 0.01")
         if not 0 < self.lr_gamma <= 1:
@@ -114,16 +130,17 @@ class TrainConfig:
         if self.scale != "mean":
             try:
                 float(self.scale)
-            except (TypeError, ValueError):
-                raise ValueError(f"scale={self.scale!r} must be 'mean' or a number > 0") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"scale={_short(self.scale)} must be 'mean' or a number > 0") from None
         if self.width is not None and self.model != "smallcnn":
             raise ValueError(f"width={self.width!r} applies to model 'smallcnn' only, not {self.model!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            raise ValueError(f"device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", self.device):
+            raise ValueError(f"device={_short(self.device)} must be auto, cpu, cuda or cuda:N")
         for name in ("checkpoint_minutes", "dist_timeout"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < (name == "dist_timeout"):
-                raise ValueError(f"{name}={v!r} must be a number >= {int(name == 'dist_timeout')}, "
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or not (name == "dist_timeout") <= v <= LIMITS[name]):
+                raise ValueError(f"{name}={_short(v)} must be a number in {int(name == 'dist_timeout')}..{LIMITS[name]:g}, "
                                  f"e.g. --{name.replace('_', '-')} 10")
         if self.grid == "uniform" and self.delta is None:
             raise ValueError("grid='uniform' needs delta (Δ > 0), e.g. --delta 0.0625")
@@ -159,17 +176,18 @@ def load_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist; pass a preset YAML path (see `qtrain table1 --list`)")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_SETTINGS_BYTES + 1)
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        data = load_yaml_text(raw.decode("utf-8"), f"config file {path}") or {}
     except UnicodeDecodeError as e:
         raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
     return data
 
 
+MAX_SETTINGS_BYTES = 1 << 20
 _FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta", "checkpoint_minutes", "dist_timeout")
 _INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed",
          "threads")
@@ -198,13 +216,13 @@ def make(values: dict) -> TrainConfig:
             continue
         try:
             values[name] = float(v) if name in _FLOATS else _as_int(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={v!r} must be {'a number' if name in _FLOATS else 'an integer'}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name}={_short(v)} must be {'a number' if name in _FLOATS else 'an integer'}") from None
     milestones = values.get("lr_milestones")
     if milestones is not None:
         if not isinstance(milestones, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0
                                                                for m in milestones):
-            raise ValueError(f"lr_milestones={milestones!r} must be a list of positive epoch numbers, e.g. [82, 123]")
+            raise ValueError(f"lr_milestones={_short(milestones)} must be a list of positive epoch numbers, e.g. [82, 123]")
     for name in ("progress", "tensorboard", "download", "fsdp"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name}={values[name]!r} must be true or false")
@@ -214,6 +232,10 @@ def make(values: dict) -> TrainConfig:
 
 
 def _as_int(v) -> int:
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and len(v) > 40:
+        raise ValueError(v)
     f = float(v)
     if not f.is_integer():
         raise ValueError(v)
@@ -238,3 +260,26 @@ def load_run_config(run_dir: Path, flag: str = "--resume") -> TrainConfig:
     if not isinstance(values, dict):
         raise ValueError(f"{path} holds a {type(values).__name__}, not a run's settings; restore it or start a new run")
     return make(values)
+
+
+def _short(v) -> str:
+    """``repr(v)``, cut to a readable length (a 400-digit number, a long list)."""
+    text = repr(v)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def _check_json(where: str, v, depth: int = 0) -> None:
+    """Refuse values that JSON (config.json, summary.json) cannot hold as they are."""
+    if depth > 50:
+        raise ValueError(f"{where} is nested too deeply")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where} has the key {_short(k)}; keys must be text (quote it)")
+            _check_json(f"{where}.{k}", x, depth + 1)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_json(f"{where}[{i}]", x, depth + 1)
+    elif not (v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))):
+        raise ValueError(f"{where}={_short(v)} is not a JSON value (text, number, true/false, null, list, mapping); "
+                         "quote it to keep it as text")

@@ -90,6 +90,40 @@ def all_sum(values: list, d: Dist, device) -> list:
     return t.tolist()
 
 
+def gather_sums(sums: dict, d: Dist, device) -> dict:
+    """An epoch's running sums (``loss_sum``, ``correct``, ``count``) over all ranks, for a
+    mid-epoch checkpoint: the totals, plus each rank's own (``ranks``, a float64 tensor of rows
+    ``[loss_sum, correct, count]``, exact for the float32 loss sum) so that a resumed epoch
+    continues every rank's sum where it was and ends bit-identical. Alone: ``sums`` as they are."""
+    if not d.enabled:
+        return sums
+    mine = torch.tensor([float(sums["loss_sum"]), float(sums["correct"]), float(sums["count"])],
+                        dtype=torch.float64, device=device)
+    out = [torch.zeros_like(mine) for _ in range(d.world_size)]
+    dist.all_gather(out, mine)
+    ranks = torch.stack(out).cpu()
+    return {"loss_sum": ranks[:, 0].sum(), "correct": int(ranks[:, 1].sum()), "count": int(ranks[:, 2].sum()),
+            "ranks": ranks}
+
+
+def local_sums(partial: dict, d: Dist) -> dict:
+    """This rank's share of the running sums a mid-epoch checkpoint holds (see :func:`gather_sums`);
+    a checkpoint saved by one process continues on rank 0 (the others start from zero)."""
+    if not partial or "loss_sum" not in partial:
+        return partial
+    ranks = partial.get("ranks")
+    if ranks is None:
+        if d.main:
+            return partial
+        return dict(partial, loss_sum=torch.zeros(()), correct=0, count=0)
+    if tuple(ranks.shape) != (d.world_size, 3):
+        raise ValueError(f"this checkpoint was saved mid-epoch by {ranks.shape[0]} processes; resume it with "
+                         f"torchrun --nproc_per_node {ranks.shape[0]} (or let it reach the end of the epoch)")
+    loss, correct, count = ranks[d.rank].tolist()
+    out = {k: v for k, v in partial.items() if k != "ranks"}
+    return dict(out, loss_sum=torch.tensor(loss, dtype=torch.float32), correct=int(correct), count=int(count))
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

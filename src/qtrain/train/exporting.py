@@ -57,8 +57,14 @@ def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool 
         raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} (the run stopped before its first save); "
                                 f"start it again: qtrain train --config {run_dir / 'config.json'} --out {run_dir}")
     ck = load_checkpoint(run_dir / CHECKPOINT)
+    summary_path = run_dir / "summary.json"
+    summary = _read_summary(summary_path, run_dir) if summary_path.is_file() else None  # before writing anything
     model, ds = build_model(cfg)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.json'} "
+                         f"({' '.join(str(e).split())[:100]}); restore the run's own config.json") from None
     q = ck["optimizer"].get("qtrain", {})
     grids = {} if q.get("method", cfg.method) == "float" else {
         n: Grid.from_dict(g) for n, g in zip(q.get("names", []), q.get("grids", []))}
@@ -75,9 +81,18 @@ def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool 
     info["ratio_to_float32"] = info["bytes"] / info["float32_bytes"]
     if evaluate:
         info["test_error"] = eval_net(fresh, ds, cfg, Dist(), torch.device("cpu"))[1]
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+    if summary is not None:
         summary["export"] = info
         atomic_write_json(summary_path, summary)
     return info
+
+
+def _read_summary(path: Path, run_dir: Path) -> dict:
+    fix = f"delete it and rebuild it from the checkpoint with: qtrain train --resume {run_dir}"
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as e:  # truncated, not UTF-8, unreadable
+        raise ValueError(f"{path} is damaged ({' '.join(str(e).split())[:80]}); {fix}") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds {json.dumps(summary)[:20]}, not a run summary; {fix}")
+    return summary

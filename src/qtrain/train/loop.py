@@ -29,6 +29,7 @@ import platform
 import shlex
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -45,6 +46,7 @@ from . import distributed, provenance, sharding
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
+from .folder import check_not_foreign, discard_unstarted
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
 from .progress import bar_wanted, epoch_line, start_line
@@ -81,6 +83,8 @@ def pick_device(name: str, d: distributed.Dist) -> torch.device:
         if index >= torch.cuda.device_count():
             raise ValueError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
         return torch.device("cuda", d.local_rank) if d.enabled else torch.device(name)
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' but this torch has no MPS (Apple GPU) device; use --device cpu")
     return torch.device(name)
 
 
@@ -200,12 +204,22 @@ def _locked_run(cfg: TrainConfig, out_dir: Optional[Path], resume: bool, epoch_l
         with tempfile.TemporaryDirectory(prefix="qtrain-run-") as tmp:
             return _run(cfg, Path(tmp), resume, epoch_lines, keep=False)
     out_dir = Path(out_dir)
+    if not resume and str(out_dir) in ("", "."):
+        raise ValueError("--out names no new folder (it is empty or '.'); pass a directory for the run, e.g. --out runs/r1")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory for the run")
+    fresh = not out_dir.exists()
     with run_lock(out_dir, "train") if distributed.env_rank() == 0 else contextlib.nullcontext():
         if not resume and (out_dir / CHECKPOINT).exists():
             raise ValueError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick a new --out")
-        return _run(cfg, out_dir, resume, epoch_lines)
+        if not resume:
+            check_not_foreign(out_dir)
+        try:
+            return _run(cfg, out_dir, resume, epoch_lines)
+        except BaseException:
+            if fresh and distributed.env_rank() == 0:  # refused before training: leave no folder (run_lock)
+                discard_unstarted(out_dir)
+            raise
 
 
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, epoch_lines: bool, keep: bool = True) -> dict:
@@ -272,6 +286,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     start, step, partial, history = 0, 0, {}, []
     if resume:
         start, step, partial, history = _restore(ckpt_path, cfg, model, opt, sched, tracker, n_train)
+        partial = distributed.local_sums(partial, d)
 
     saved_at = [f"after epoch {start}" + (f", batch {step}" if step else "")] if resume else []
 
@@ -312,8 +327,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 if cfg.fsdp:  # rank 0's batch-norm statistics on every rank, as DDP
                     sharding.sync_buffers(model, d)
                 save_now, stop = stopper.check()
-                if save_now:
-                    save(epoch, k, dict(sums, train_seconds=done + time.perf_counter() - t0))
+                if save_now:  # every rank's running sums (a collective: all ranks save together)
+                    save(epoch, k, dict(distributed.gather_sums(sums, d, device),
+                                        train_seconds=done + time.perf_counter() - t0))
                     stopper.saved()
                 if stop:
                     raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} at epoch {epoch + 1}, batch "
@@ -329,7 +345,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             train_s = done + time.perf_counter() - t0
             step, partial = 0, {}
             loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
-            sched.step()
+            with warnings.catch_warnings():  # an epoch resumed after its last batch steps no optimizer first
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                sched.step()
             test_loss, test_err = evaluate(net, ds, cfg, d, device)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
                    "train_error": error_percent(int(correct), int(count)), "test_loss": test_loss,
@@ -385,7 +403,8 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
         raise ValueError(f"checkpoint {path} was saved {'with' if saved.get('fsdp') else 'without'} --fsdp; resume it "
                          f"{'with' if saved.get('fsdp') else 'without'} --fsdp")
     epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
-    if epoch > cfg.epochs or (step and (epoch == cfg.epochs or step >= n_train)):
+    if epoch > cfg.epochs or (step and (epoch >= cfg.epochs or step > n_train)):  # step == n_train: stopped after
+        # the epoch's last batch, before its end-of-epoch work (the resumed epoch trains no batch)
         raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
                          f"({n_train} batches each); pass --epochs {max(epoch + bool(step), 1)} or more")
     if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):

@@ -6,7 +6,9 @@ SIGINT/SIGTERM arrived. Under torchrun the ranks compare notes every ``SYNC_EVER
 (a logical OR over the ranks), so all ranks save (rank 0 writes) and stop at the same step. After saving on a signal
 the loop raises :class:`RunStopped`, whose one-line message says what was saved and the
 exact command that resumes it (the CLI exits 130 for SIGINT, 143 for SIGTERM). A second
-Ctrl-C while saving raises ``KeyboardInterrupt`` at once.
+Ctrl-C while saving raises ``KeyboardInterrupt`` at once (under torchrun, not within
+``RELAY_SECONDS`` of the first: the launcher relays the terminal's Ctrl-C to every rank, which
+the terminal has already signalled).
 
 >>> s = Stopper(minutes=0, d=None)
 >>> s.check()
@@ -25,6 +27,7 @@ from . import distributed
 
 
 SYNC_EVERY = 10  # steps between the ranks' agreement on saving/stopping under torchrun
+RELAY_SECONDS = 2.0  # under torchrun a second SIGINT this soon is the launcher relaying the same Ctrl-C
 
 
 class RunStopped(Exception):
@@ -32,7 +35,32 @@ class RunStopped(Exception):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+    def __reduce__(self):  # crosses process boundaries (table1's worker processes) intact
+        return type(self), (str(self), self.signum)
+
+
+# The signals a Stopper turns into "save, then stop". Worker processes of ``table1`` ignore
+# SIGINT (their parent forwards a Ctrl-C to them as SIGTERM) and note a SIGTERM that arrives
+# outside a run in ``pending`` (see :func:`worker_signals`).
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+pending: Optional[int] = None
+
+
+def _note(signum, frame):  # noqa: ARG001
+    global pending
+    pending = signum
+
+
+def worker_signals() -> None:
+    """Signal set-up of a worker process: SIGINT ignored, SIGTERM noted (a run in progress saves
+    and stops; a run not started yet is not started)."""
+    global SIGNALS
+    SIGNALS = (signal.SIGTERM,)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _note)
 
 
 class Stopper:
@@ -44,16 +72,23 @@ class Stopper:
         self.last = time.monotonic()
         self.calls = 0
         self._old = {}
+        self._at = -1e9  # when the first stop signal arrived
 
     def _handle(self, signum, frame):  # noqa: ARG002
-        if self.signum is not None and signum == signal.SIGINT:
+        now = time.monotonic()
+        relayed = self.d.enabled and now - self._at < RELAY_SECONDS  # torchrun passes the terminal's Ctrl-C on
+        if self.signum is not None and signum == signal.SIGINT and not relayed:
             raise KeyboardInterrupt
+        if self.signum is None:
+            self._at = now
         self.signum = signum
 
     def __enter__(self) -> "Stopper":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
+            if pending is not None:  # arrived while the run was starting: stop at the first check
+                self.signum = pending
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,66 @@
+"""Reading finished runs back for a report, trusting nothing that a damaged file could change.
+
+* :func:`read_summary` -- ``summary.json``, checked field by field (a mapping; numbers where
+  numbers belong); anything else is one line naming the file and the fix.
+* :func:`run_history` -- the per-epoch rows from the run's ``checkpoint.pt`` (digest-checked:
+  the source of truth), not from ``metrics.jsonl``; a run without a checkpoint falls back to
+  ``metrics.jsonl`` read strictly: a damaged line is refused in one line, never skipped, so a
+  flipped byte cannot silently change a verdict.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import List
+
+from ..train.checkpoint import CHECKPOINT, check_history, load_checkpoint
+
+_FIX = "delete it and run the same command again (a finished run's summary is rebuilt from its checkpoint)"
+# summary.json fields a report reads, and their types (None allowed where a run may lack the value)
+_NUMBER = (int, float)
+_FIELDS = {"test_error": (_NUMBER, True), "seconds": (_NUMBER, False), "batch_size": (int, False),
+           "epochs": (int, False), "model": (str, False), "data": (str, False), "weight_change": (dict, True),
+           "weight_change_mean": (_NUMBER, True), "best_test_error": (_NUMBER, True), "n_test": (int, True),
+           "config": (dict, True)}
+
+
+def read_summary(run_dir: Path) -> dict:
+    """``run_dir/summary.json``, checked; one-line ``ValueError`` naming the file otherwise."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as e:  # not UTF-8, not JSON (truncated), unreadable
+        raise ValueError(f"{path} is damaged ({' '.join(str(e).split())[:80]}); {_FIX}") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds {json.dumps(summary)[:20]}, not a run summary; {_FIX}")
+    for key, (kind, optional) in _FIELDS.items():
+        v = summary.get(key)
+        if v is None and (optional and key in summary or key in ("config", "n_test", "best_test_error",
+                                                                 "weight_change_mean", "weight_change")):
+            continue
+        bad = isinstance(v, bool) or not isinstance(v, kind) or (isinstance(v, float) and not math.isfinite(v))
+        if bad or (key == "weight_change" and not all(isinstance(x, _NUMBER) for x in v.values())):
+            raise ValueError(f"{path}: field {key!r} is {json.dumps(v)[:30] if key in summary else 'missing'}; {_FIX}")
+    return summary
+
+
+def run_history(run_dir: Path) -> List[dict]:
+    """The run's per-epoch metrics rows: from ``checkpoint.pt`` when it exists (its digest is
+    checked), else from ``metrics.jsonl`` read strictly (a damaged line is an error)."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if ckpt.is_file():
+        return load_checkpoint(ckpt, require=("epoch", "history"))["history"]
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            rows.append(json.loads(line.decode("utf-8")))
+        except ValueError:
+            raise ValueError(f"{path} is damaged at line {i} and {run_dir} has no {CHECKPOINT} to read the history "
+                             "from; restore the run folder or delete it and train that run again") from None
+    check_history(rows, str(path), "restore the run folder or delete it and train that run again")
+    return rows

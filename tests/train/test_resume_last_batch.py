@@ -1,0 +1,40 @@
+"""A run stopped right after the last batch of an epoch (its checkpoint says batch n of n) resumes,
+and ends bit-identical to an uninterrupted run."""
+import os
+import shlex
+import signal
+
+import torch
+
+from qtrain.cli import main as cli
+from qtrain.train import TrainConfig, load_checkpoint, read_metrics, run
+from qtrain.train.stopping import Stopper
+
+TINY = dict(data="digits", model="smallcnn", method="sr", epochs=2, batch_size=64, train_subset=512, test_subset=128,
+            threads=1, progress=False)
+FLAGS = ["--data", "digits", "--model", "smallcnn", "--method", "sr", "--epochs", "2", "--batch-size", "64",
+         "--train-subset", "512", "--test-subset", "128", "--threads", "1", "--no-progress"]  # 8 batches per epoch
+
+
+def test_stopped_after_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, capsys):
+    ref = tmp_path / "ref"
+    run(TrainConfig(**TINY), ref)
+    real, calls = Stopper.check, {"n": 0}
+
+    def check(self, force=False):
+        calls["n"] += 1
+        if calls["n"] == 8:  # the 8th step of epoch 1: its last batch
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, force)
+    monkeypatch.setattr(Stopper, "check", check)
+    out = tmp_path / "r"
+    assert cli(["train", *FLAGS, "--out", str(out)]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "epoch 1, batch 8/8" in err, err
+    assert (load_checkpoint(out / "checkpoint.pt")["step"]) == 8
+    assert cli(shlex.split(err.split("resume with: ")[1])[1:]) == 0
+    a, b = load_checkpoint(ref / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    keys = ("train_loss", "train_error", "test_loss", "test_error", "weight_change")
+    assert [[r[k] for k in keys] for r in read_metrics(ref)] == [[r[k] for k in keys] for r in read_metrics(out)]
