@@ -42,7 +42,8 @@ from .floatgrid import quantize_float
 from .rng import M64, splitmix64
 from .rounding import quantize_slice
 
-__all__ = ["CHUNK", "STATE_DTYPES", "check_state_dtype", "check_saved_state_dtype", "lowprec_step", "cast_state"]
+__all__ = ["CHUNK", "STATE_DTYPES", "check_state_dtype", "check_saved_state_dtype", "lowprec_step", "cast_state",
+           "round_chunks"]
 
 CHUNK = 1 << 16
 STATE_DTYPES = {torch.float32: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -148,6 +149,15 @@ class _Writer:
         lf = lat.view(-1)
         for a in range(0, lf.numel(), CHUNK):
             self.round(lf[a:a + CHUNK], a)
+
+
+def round_chunks(src: torch.Tensor, p: torch.Tensor, grid, stochastic: bool, key: int, name: str) -> None:
+    """``p <- Q(src)`` (``key`` resolved), CHUNK entries at a time in float32: the same bits as one
+    :func:`~qtrain.rounding.quantize` of the whole tensor, without a whole-size float32 temporary."""
+    sf, pf = src.reshape(-1), p.view(-1)
+    for a in range(0, sf.numel(), CHUNK):
+        q = quantize_slice(sf[a:a + CHUNK].to(torch.float32), grid, stochastic, key, a)
+        pf[a:a + q.numel()].copy_(store_exact(q, p.dtype, name, grid))
 
 
 def _flat(t: torch.Tensor, what: str) -> torch.Tensor:

@@ -49,7 +49,7 @@ from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_repr
                              return_latents, store_exact)
 from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
-from .lowprec_state import cast_state, check_saved_state_dtype, check_state_dtype, lowprec_step
+from .lowprec_state import cast_state, check_saved_state_dtype, check_state_dtype, lowprec_step, round_chunks
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
@@ -169,8 +169,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
-                        src = pre.float() if p.dtype in LOW_PRECISION else p
-                    if p.dtype in LOW_PRECISION:
+                        src = pre.float() if p.dtype in LOW_PRECISION and self.state_dtype is None else pre if \
+                            p.dtype in LOW_PRECISION else p
+                    if p.dtype in LOW_PRECISION and self.state_dtype is not None:  # chunk by chunk, same bits
+                        round_chunks(src, p, g, rounding == "stochastic", resolve_key(self._key(i)), self.names[i])
+                    elif p.dtype in LOW_PRECISION:
                         p.copy_(self._round(i, src, rounding, p.dtype))
                     else:  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
