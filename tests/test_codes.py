@@ -113,6 +113,8 @@ def test_chunked_pack_keeps_the_layout(monkeypatch, g):
     packed, meta2 = codes_mod.pack_values(x, g)
     assert meta2 == meta and bytes(packed.numpy()) == data
     assert torch.equal(unpack(data, x.numel(), meta, g), c) and torch.equal(unpack(packed, x.numel(), meta, g), c)
+    assert torch.equal(_bits(decode(c, g)), _bits(x))
+    assert torch.equal(_bits(codes_mod.unpack_values(packed, x.numel(), meta, g)), _bits(x))
 
 
 @pytest.mark.parametrize("g", [Grid.uniform(0.1, bits=4), Grid.uniform(0.3), Grid.ternary(0.1), Grid.binary(0.1)])

@@ -161,3 +161,17 @@ def test_assigning_a_grid_between_steps_takes_effect():
 def test_docstring_examples():
     r = doctest.testmod(dynamic_mod)
     assert r.attempted > 0 and r.failed == 0
+
+
+def test_deepcopy_carries_the_rule():
+    import copy
+
+    net = _net()
+    opt = QuantizedOptimizer(torch.optim.Adam(net.parameters(), lr=0.02), "bc", DynamicGrid.ternary(clip=2),
+                             params=[net[0].weight], state_dtype=torch.bfloat16)
+    _train(net, opt, 2)
+    net2, opt2 = copy.deepcopy((net, opt))
+    assert opt2.dynamic == opt.dynamic and opt2.state_dtype == torch.bfloat16
+    _train(net, opt, 2, start=2)
+    _train(net2, opt2, 2, start=2)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))

@@ -23,7 +23,8 @@ a bounded uniform grid, 8 or 16 for float formats; an unbounded grid uses the fe
 that cover the tensor's codes) as :math:`\lceil nb/8 \rceil` bytes, little-endian bit order;
 :func:`unpack` inverts it.
 
-Large tensors stream: :func:`pack`, :func:`unpack` and :func:`pack_values` (encode + pack, what
+Large tensors stream: :func:`encode`, :func:`decode`, :func:`pack`, :func:`unpack`,
+:func:`pack_values` and :func:`unpack_values` (encode + pack and its inverse, what
 :mod:`qtrain.export` uses) work on :data:`CHUNK` codes at a time (a multiple of 8, so every chunk
 starts on a byte), writing into the packed output: peak memory is the packed bytes (twice for
 the ``bytes`` that :func:`pack` returns) plus one chunk's temporaries, never an ``n x bits``
@@ -55,7 +56,7 @@ from .floatgrid import fmt_info
 if TYPE_CHECKING:  # grid.py imports this module lazily (Grid.encode/decode)
     from .grid import Grid
 
-__all__ = ["encode", "decode", "code_dtype", "code_bits", "pack", "unpack", "pack_values", "CHUNK"]
+__all__ = ["encode", "decode", "code_dtype", "code_bits", "pack", "unpack", "pack_values", "unpack_values", "CHUNK"]
 
 _F32 = torch.float32
 _FLOAT_INT = {8: torch.int8, 16: torch.int16}
@@ -144,19 +145,25 @@ def _check_float(x) -> torch.Tensor:
 
 
 def encode(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Integer codes (shape of ``x``, dtype :func:`code_dtype`) of the on-grid values ``x``."""
+    """Integer codes (shape of ``x``, dtype :func:`code_dtype`) of the on-grid values ``x`` (chunk by chunk)."""
     x = _check_float(x)
-    k, bad = _encode(x, grid)
-    _raise_off_grid(x, bad, grid)
-    return k.to(code_dtype(grid))
+    flat, out = x.reshape(-1), torch.empty(x.shape, dtype=code_dtype(grid))
+    of, n = out.view(-1), x.numel()
+    for a in range(0, n, CHUNK):
+        k, bad = _encode(flat[a:a + CHUNK], grid)
+        _raise_off_grid(flat[a:a + CHUNK], bad, grid, a, n if n > CHUNK else 0)
+        of[a:a + k.numel()] = k.to(out.dtype)
+    return out
 
 
-def decode(codes: torch.Tensor, grid: Grid, dtype: torch.dtype = _F32) -> torch.Tensor:
-    """Levels of integer ``codes`` (inverse of :func:`encode`), float32 or, with
-    ``dtype=torch.float64``, the float64 levels of float64 tensors; refuses codes with no level."""
+def _check_codes(codes) -> torch.Tensor:
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"decode needs an integer tensor of codes, got {getattr(codes, 'dtype', type(codes).__name__)}")
-    codes = codes.cpu()
+    return codes.cpu()
+
+
+def _decode(codes: torch.Tensor, grid: Grid, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`decode` of one chunk."""
     if grid.kind == "float":
         f = fmt_info(grid.fmt)
         want = _FLOAT_INT[f.bits]
@@ -176,6 +183,18 @@ def decode(codes: torch.Tensor, grid: Grid, dtype: torch.dtype = _F32) -> torch.
         raise ValueError(f"decode: codes outside [{lo}, {hi}] have no level in {grid!r} "
                          f"(got {int(k.min())}..{int(k.max())})")
     return _levels(k, grid, torch.float64 if dtype == torch.float64 else _F32).to(dtype)
+
+
+def decode(codes: torch.Tensor, grid: Grid, dtype: torch.dtype = _F32) -> torch.Tensor:
+    """Levels of integer ``codes`` (inverse of :func:`encode`), float32 or, with
+    ``dtype=torch.float64``, the float64 levels of float64 tensors; refuses codes with no level.
+    Works chunk by chunk into the output."""
+    codes = _check_codes(codes)
+    out = torch.empty(codes.shape, dtype=dtype)
+    cf, of = codes.reshape(-1), out.view(-1)
+    for a in range(0, cf.numel(), CHUNK):
+        of[a:a + CHUNK] = _decode(cf[a:a + CHUNK], grid, dtype)
+    return out
 
 
 # -- bit packing, chunk by chunk ---------------------------------------------------------------
@@ -231,7 +250,7 @@ def pack_values(x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, dict]:
     def codes():
         for a in range(0, n, CHUNK):
             k, bad = _encode(flat[a:a + CHUNK], grid)
-            _raise_off_grid(flat[a:a + CHUNK], bad, grid, a, n)
+            _raise_off_grid(flat[a:a + CHUNK], bad, grid, a, n if n > CHUNK else 0)
             yield a, k
 
     width = _width(grid)
@@ -261,17 +280,15 @@ def pack(codes: torch.Tensor, grid: Grid) -> Tuple[bytes, dict]:
     return out.numpy().tobytes(), {"bits": b, "offset": offset}
 
 
-def unpack(data, n: int, meta: dict, grid: Grid) -> torch.Tensor:
-    """The ``n`` codes (1-D, dtype :func:`code_dtype`) that :func:`pack` stored in ``data`` (bytes,
-    or a 1-D ``uint8`` tensor), chunk by chunk."""
+def _unpacked(data, n: int, meta: dict, grid: Grid):
+    """Yield ``(start, codes)`` chunk by chunk from packed ``data`` (bytes or a 1-D uint8 tensor)."""
     b, offset = int(meta["bits"]), int(meta["offset"])
     need = (n * b + 7) // 8
     size = data.numel() if isinstance(data, torch.Tensor) else len(data)
     if size != need:
         raise ValueError(f"unpack: {n} codes of {b} bits need {need} bytes, got {size}; the file is truncated or corrupt")
-    out = torch.empty(n, dtype=code_dtype(grid))
     if n == 0:
-        return out
+        return
     raw = data.reshape(-1) if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     fb = fmt_info(grid.fmt).bits if grid.kind == "float" else None
     for a in range(0, n, CHUNK):
@@ -282,5 +299,22 @@ def unpack(data, n: int, meta: dict, grid: Grid) -> torch.Tensor:
         v = (bits << torch.arange(b, dtype=torch.int64)).sum(1) + offset
         if fb is not None:
             v = torch.where(v >= 1 << (fb - 1), v - (1 << fb), v)
-        out[a:a + m] = v.to(out.dtype)
+        yield a, v
+
+
+def unpack(data, n: int, meta: dict, grid: Grid) -> torch.Tensor:
+    """The ``n`` codes (1-D, dtype :func:`code_dtype`) that :func:`pack` stored in ``data`` (bytes,
+    or a 1-D ``uint8`` tensor), chunk by chunk."""
+    out = torch.empty(n, dtype=code_dtype(grid))
+    for a, v in _unpacked(data, n, meta, grid):
+        out[a:a + v.numel()] = v.to(out.dtype)
+    return out
+
+
+def unpack_values(data, n: int, meta: dict, grid: Grid, dtype: torch.dtype = _F32) -> torch.Tensor:
+    """``decode(unpack(data, n, meta, grid), grid, dtype)`` chunk by chunk: the ``n`` levels (1-D)
+    without the whole code tensor (what :func:`qtrain.export.load` uses)."""
+    out = torch.empty(n, dtype=dtype)
+    for a, v in _unpacked(data, n, meta, grid):
+        out[a:a + v.numel()] = _decode(v, grid, dtype)
     return out

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_bytes
-from .codes import decode, pack_values, unpack
+from .codes import pack_values, unpack_values
 from .grid import Grid
 
 __all__ = ["save", "save_with_grids", "load", "write_safetensors", "read_safetensors", "float_size"]
@@ -178,7 +178,7 @@ def load(model: nn.Module, path: Union[str, Path], strict: bool = True) -> dict:
         g = Grid.from_dict(q["grid"])
         n = math.prod(q["shape"])
         dtype = getattr(torch, q.get("dtype", "torch.float32").replace("torch.", ""))
-        state[name] = decode(unpack(t.reshape(-1), n, q, g), g, dtype).reshape(q["shape"])
+        state[name] = unpack_values(t.reshape(-1), n, q, g, dtype).reshape(q["shape"])
         info[name] = {**q, "grid": g}
     try:
         model.load_state_dict(state, strict=strict)
