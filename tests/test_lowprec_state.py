@@ -209,3 +209,23 @@ def test_sparse_gradients_are_refused_in_one_line():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(ValueError, match="sparse"):
         opt.step()
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("g", [Grid.uniform(0.1, bits=4), Grid.binary(0.5), Grid.ternary(0.3), Grid.uniform(2**-5),
+                               Grid.float("bfloat16"), Grid.float("float8_e5m2")])
+def test_quantize_slice_equals_the_whole_tensor(monkeypatch, g, kernel):
+    """SR chunk by chunk (keyed by the entry's index in the whole tensor) gives the whole tensor's bits,
+    on the C kernel and on the torch path (GPUs, float64, no compiler)."""
+    from qtrain import _kernel, floatgrid
+    from qtrain.rounding import quantize_into, quantize_slice
+
+    if not kernel:
+        monkeypatch.setattr(_kernel, "get", lambda: None)
+        monkeypatch.setattr(floatgrid, "_lib", lambda: None)
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(3))
+    for dtype in (torch.float32, torch.float64) if g.kind != "float" else (torch.float32,):
+        xd = x.to(dtype)
+        whole = quantize_into(xd, None, g, True, 12345)
+        parts = torch.cat([quantize_slice(xd[a:a + 999], g, True, 12345, a) for a in range(0, xd.numel(), 999)])
+        assert torch.equal(whole.to(parts.dtype), parts)
