@@ -32,6 +32,7 @@ torch's and qtrain's own (tests check it bit for bit).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -137,7 +138,9 @@ class _Writer:
 
     def round(self, src: torch.Tensor, a: int) -> None:
         q = quantize_slice(src, self.grid, self.stochastic, self.wkey, a)
-        self.p.view(-1)[a:a + src.numel()].copy_(store_exact(q, self.p.dtype, self.name, self.grid))
+        if not _holds(self.grid, self.p.dtype):  # refuse a level the parameter's dtype cannot hold
+            q = store_exact(q, self.p.dtype, self.name, self.grid)
+        self.p.view(-1)[a:a + src.numel()].copy_(q)
 
     def finish(self, opt) -> None:
         """BC on a dynamic grid: this step's grid from the whole latent, the clip, then the rounding."""
@@ -149,6 +152,25 @@ class _Writer:
         lf = lat.view(-1)
         for a in range(0, lf.numel(), CHUNK):
             self.round(lf[a:a + CHUNK], a)
+
+
+@functools.lru_cache(maxsize=4096)
+def _holds(grid, dtype: torch.dtype) -> bool:
+    """True when every level of ``grid`` is exactly a value of ``dtype``, so the per-chunk check of
+    :func:`~qtrain._optim_support.store_exact` can be skipped: float32/float64 parameters, float grids
+    whose format ``dtype`` contains, bounded grids whose (at most 65,536) levels ``dtype`` holds."""
+    if dtype in (torch.float32, torch.float64):
+        return True
+    if grid.kind == "float":
+        return (grid.fmt, dtype) in _CONTAINED
+    if not grid.bounded or grid.kmax - grid.kmin + 1 > 1 << 16:
+        return False
+    levels = torch.tensor(grid.levels(), dtype=torch.float32)
+    return torch.equal(levels.to(dtype).float(), levels)
+
+
+_CONTAINED = {("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float8_e4m3fn", torch.bfloat16),
+              ("float8_e5m2", torch.bfloat16), ("float8_e4m3fn", torch.float16), ("float8_e5m2", torch.float16)}
 
 
 def round_chunks(src: torch.Tensor, p: torch.Tensor, grid, stochastic: bool, key: int, name: str) -> None:
