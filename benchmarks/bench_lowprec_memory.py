@@ -37,11 +37,12 @@ CONFIGS = {
     "sr16-state32": ("qtrain SR, bf16 weights + fp32 state", BF16, "sr", Grid.float("bfloat16"), None),
     "sr16-state16": ("qtrain SR, bf16 weights + bf16 state", BF16, "sr", Grid.float("bfloat16"), BF16),
     "sr8-state16": ("qtrain SR, fp8 (e4m3) weights + bf16 state", BF16, "sr", Grid.float("float8_e4m3fn"), BF16),
+    "bc16-state32": ("qtrain BC, bf16 weights, fp32 latents, fp32 state", BF16, "bc", Grid.float("bfloat16"), None),
     "bc16-state16": ("qtrain BC, bf16 weights, fp32 latents, bf16 state", BF16, "bc", Grid.float("bfloat16"), BF16),
     "bc3-state16": ("qtrain BC ternary (absmean), fp32 latents, bf16 state", BF16, "bc", DynamicGrid.ternary(), BF16),
 }
 # bits per weight of the exported (bit-packed) weights
-PACKED = {"adam32": 32, "adamw16": 16, "sr16-state32": 16, "sr16-state16": 16, "sr8-state16": 8, "bc16-state16": 16,
+PACKED = {"adam32": 32, "adamw16": 16, "sr16-state32": 16, "sr16-state16": 16, "sr8-state16": 8, "bc16-state32": 16, "bc16-state16": 16,
           "bc3-state16": 2}
 
 

@@ -107,9 +107,11 @@ def test_result_does_not_depend_on_the_chunking(monkeypatch):
 
 
 def _z_check(stored, exact, ulp, decay, n, z=5.0):
-    r"""Each stored entry is the exact value plus :math:`\sum_k d^{t-k}\varepsilon_k`, independent
-    zero-mean roundings with :math:`|\varepsilon_k| \le` ulp, so Var <= ulp^2 / (4 (1 - d^2))... and
-    the mean of n entries has std <= ulp / (2 sqrt((1 - d^2) n)). |z| > 5: false alarm < 6e-7 per check."""
+    r"""Each stored entry is the exact value plus :math:`\sum_k d^{t-k}\varepsilon_k`: independent
+    zero-mean SR errors with :math:`\mathrm{Var}\,\varepsilon_k = p(1-p)\,\mathrm{ulp}_k^2 \le \mathrm{ulp}^2/4`
+    (ulp the largest so far), so an entry's variance is at most :math:`\mathrm{ulp}^2 / (4(1 - d^2))` and
+    the mean of n independent entries has std at most :math:`\mathrm{ulp} / (2\sqrt{(1 - d^2) n})`.
+    Refuting at z = 5 has a false-alarm rate below 6e-7 per check (normal approximation)."""
     bound = z * ulp / (2 * math.sqrt((1 - decay**2) * n))
     assert abs(stored.double().mean().item() - exact) <= bound, (stored.double().mean().item(), exact, bound)
     return bound

@@ -169,8 +169,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
-                        src = pre.float() if p.dtype in LOW_PRECISION and self.state_dtype is None else pre if \
-                            p.dtype in LOW_PRECISION else p
+                        src = p if p.dtype not in LOW_PRECISION else pre if self.state_dtype is not None else pre.float()
                     if p.dtype in LOW_PRECISION and self.state_dtype is not None:  # chunk by chunk, same bits
                         round_chunks(src, p, g, rounding == "stochastic", resolve_key(self._key(i)), self.names[i])
                     elif p.dtype in LOW_PRECISION:
