@@ -183,6 +183,8 @@ def round_chunks(src: torch.Tensor, p: torch.Tensor, grid, stochastic: bool, key
 
 
 def _flat(t: torch.Tensor, what: str) -> torch.Tensor:
+    if t.is_complex():
+        raise ValueError(f"state_dtype supports real parameters only; {what} is {t.dtype}: drop state_dtype for it")
     if t.layout != torch.strided or not t.is_contiguous():
         raise ValueError(f"state_dtype needs dense contiguous parameters and gradients; {what} is "
                          f"{'sparse' if t.layout != torch.strided else 'not contiguous'}: drop state_dtype for it")
