@@ -11,10 +11,11 @@ Goldstein; NeurIPS 2017). Core names:
 import importlib
 
 # name -> submodule; imported on first use, so ``qtrain --help`` answers without loading torch
-_EXPORTS = {"Grid": "grid", "quantize": "rounding", "QuantizedOptimizer": "optim", "conv_weights": "optim",
+_EXPORTS = {"Grid": "grid", "DynamicGrid": "dynamic", "quantize": "rounding", "QuantizedOptimizer": "optim",
+            "conv_weights": "optim",
             "named_conv_weights": "optim", "METHODS": "optim"}
 
-__all__ = ["Grid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
+__all__ = ["Grid", "DynamicGrid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
 __version__ = "0.1.0"
 
 

@@ -146,6 +146,17 @@ class ShardLayout:
                 out[name] = (torch.tensor(c / max(n, 1.0)), None if diag[name][1] is None else torch.tensor(s / max(n, 1.0)))
         return out
 
+    def check_whole(self, names: Sequence[str], dynamic: dict, state_dtype) -> None:
+        """Refuse, in one line, what needs a whole tensor on one rank: a dynamic grid (its scale is a
+        statistic of the full tensor) or low-precision optimizer state on a sharded parameter."""
+        for i, (name, d) in enumerate(zip(names, self.dtensor)):
+            if d and i in dynamic:
+                raise ValueError(f"parameter {name!r} is sharded (DTensor) and its grid is dynamic; a dynamic "
+                                 "grid needs the whole tensor: use a fixed Grid or train it unsharded")
+            if d and state_dtype is not None:
+                raise ValueError(f"parameter {name!r} is sharded (DTensor); state_dtype={state_dtype} works on "
+                                 "unsharded parameters only: drop state_dtype or train unsharded")
+
     def global_max(self, values: Sequence[float]) -> List[float]:
         """Per tensor, the largest of the ranks' ``values`` for sharded tensors (one all-reduce of
         the list), so a step record covers the whole parameter, not one shard."""

@@ -15,7 +15,13 @@ The container is the safetensors layout, written and read here without extra
 dependencies: an 8-byte little-endian header length, a JSON header (padded with spaces
 to a multiple of 8), then the raw little-endian tensor bytes, back to back. Packed tensors
 appear as ``U8`` byte arrays; other safetensors readers can open the file, and
-:func:`load` turns the codes back into the exact float32 weights.
+:func:`load` turns the codes back into the exact weights (float64 tensors: their float64
+levels :math:`k\Delta`; the stored ``dtype`` says which).
+
+Memory: each quantized tensor is encoded and packed chunk by chunk (:func:`qtrain.codes.pack_values`),
+the file is written tensor by tensor from the packed bytes and the model's own tensors, and read
+back tensor by tensor: the peak is the packed bytes plus one chunk's temporaries (a benchmark,
+``benchmarks/bench_export_memory.py``, measures it).
 
 >>> import torch, tempfile, os
 >>> from qtrain import Grid, QuantizedOptimizer, conv_weights
@@ -33,6 +39,7 @@ True
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -42,9 +49,9 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
-from ._export_check import DIGEST_KEY, MAX_HEADER, _pairs, check_digest, digest, parse_header
+from ._export_check import DIGEST_KEY, MAX_HEADER, _pairs, check_digest, parse_header
 from ._io import atomic_write_bytes
-from .codes import decode, encode, pack, unpack
+from .codes import pack_values, unpack_values
 from .grid import Grid
 
 __all__ = ["save", "save_with_grids", "load", "write_safetensors", "read_safetensors", "float_size"]
@@ -61,20 +68,32 @@ _FLOAT_DTYPES = {"torch.float32": torch.float32, "torch.float64": torch.float64,
 def write_safetensors(path: Union[str, Path], tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> int:
     """Write ``tensors`` (CPU, any of the dtypes above) and string ``metadata``; returns the file size."""
     header: dict = {"__metadata__": dict(metadata)}
-    chunks, offset = [], 0
+    offset, sha = 0, hashlib.sha256()
     for name, t in tensors.items():
         if t.dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; safetensors export supports {', '.join(map(str, _DTYPES))}")
-        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    header["__metadata__"][DIGEST_KEY] = digest(chunks)  # SHA-256 of the data section (checked by load)
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+        if n:
+            sha.update(_raw(t))
+    header["__metadata__"][DIGEST_KEY] = sha.hexdigest()  # SHA-256 of the data section (checked by load)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * ((-len(head)) % 8)
-    blob = struct.pack("<Q", len(head)) + head + b"".join(chunks)
-    atomic_write_bytes(path, blob)
-    return len(blob)
+
+    def parts():  # tensor by tensor, from the tensors' own memory (a copy only of non-contiguous ones)
+        yield struct.pack("<Q", len(head)) + head
+        for t in tensors.values():
+            if t.numel():
+                yield _raw(t)
+
+    atomic_write_bytes(path, parts())
+    return 8 + len(head) + offset
+
+
+def _raw(t: torch.Tensor):
+    """``t``'s bytes as a flat uint8 array (its own memory; a copy only of a non-contiguous tensor)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def read_safetensors(path: Union[str, Path]):
@@ -84,22 +103,30 @@ def read_safetensors(path: Union[str, Path]):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no export at {path}; write one with `qtrain export RUN --out {path.name}`")
-    blob = path.read_bytes()
-    n = struct.unpack("<Q", blob[:8])[0] if len(blob) >= 8 else -1
-    if not 0 < n <= min(len(blob) - 8, MAX_HEADER):
-        raise ValueError(f"{path} is not a readable safetensors file (header length {n} for a file of {len(blob)} "
-                         "bytes); re-export it")
-    header, meta = parse_header(path, blob[8:8 + n], len(blob) - 8 - n)
-    data = memoryview(blob)[8 + n:]
-    if DIGEST_KEY in meta:
-        check_digest(path, meta, data)
-    out = {}
-    for name, h in header.items():
-        b, e = h["data_offsets"]
-        dt = _NAMES[h["dtype"]]
-        raw = bytearray(data[b:e])
-        t = torch.frombuffer(raw, dtype=dt) if raw else torch.zeros(0, dtype=dt)
-        out[name] = t.reshape(h["shape"])
+    size = path.stat().st_size
+    fix = "re-export it from the run (qtrain export RUN --out FILE)"
+    with open(path, "rb") as f:  # tensor by tensor: the file is never held twice
+        first = f.read(8)
+        n = struct.unpack("<Q", first)[0] if len(first) == 8 else -1
+        if not 0 < n <= min(size - 8, MAX_HEADER):
+            raise ValueError(f"{path} is not a readable safetensors file (header length {n} for a file of {size} "
+                             f"bytes); {fix}")
+        header, meta = parse_header(path, f.read(n), size - 8 - n)  # offsets contiguous, in bounds, sized
+        base, out = 8 + n, {}
+        sha = hashlib.sha256() if DIGEST_KEY in meta else None
+        for name, h in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):  # file order
+            b, e = h["data_offsets"]
+            dt = _NAMES[h["dtype"]]
+            raw = torch.empty(e - b, dtype=torch.uint8)
+            f.seek(base + b)
+            if e > b and f.readinto(raw.numpy()) != e - b:
+                raise ValueError(f"{path}: tensor {name[:60]!r} is truncated; {fix}")
+            if sha is not None:
+                sha.update(raw.numpy())
+            out[name] = raw.view(dt).reshape(h["shape"]) if e > b else torch.zeros(h["shape"], dtype=dt)
+    if sha is not None and sha.hexdigest() != meta[DIGEST_KEY]:
+        raise ValueError(f"{path} is corrupt: the SHA-256 of its data does not match the digest in its header; {fix}")
+    out = {name: out[name] for name in header}
     return out, meta
 
 
@@ -137,11 +164,11 @@ def save_with_grids(model: nn.Module, grids: Dict[str, Grid], path: Union[str, P
         t = t.detach().cpu()
         if name in grids:
             g = grids[name]
-            data, info = pack(encode(t, g), g)
-            tensors[name] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+            data, info = pack_values(t, g)  # chunk by chunk; float64 tensors: their float64 levels
+            tensors[name] = data
             meta[f"qtrain.{name}"] = json.dumps({"grid": g.to_dict(), "shape": list(t.shape), "dtype": str(t.dtype),
                                                  **info})
-            packed += len(data)
+            packed += data.numel()
         else:
             tensors[name] = t
             plain += t.numel() * t.element_size()
@@ -189,11 +216,11 @@ def _decode_entry(path, name: str, t: torch.Tensor, q: str):
                 or not 1 <= q["bits"] <= 62 or t.dtype != torch.uint8:
             raise ValueError("bits/offset are not a packing of bytes")
         g = Grid.from_dict(q["grid"])
-        values = decode(unpack(t.numpy().tobytes(), math.prod(shape), q, g), g).reshape(shape)
+        values = unpack_values(t.reshape(-1), math.prod(shape), q, g, _FLOAT_DTYPES[dtype]).reshape(shape)
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RuntimeError) as e:
         raise ValueError(f"{path}: the metadata of packed tensor {name[:60]!r} is malformed "
                          f"({' '.join(str(e).split())[:100]}); re-export it from the run") from None
-    return values.to(_FLOAT_DTYPES[dtype]), {**q, "grid": g}
+    return values, {**q, "grid": g}
 
 
 def _check_fits(path, model: nn.Module, state: dict, strict: bool) -> None:

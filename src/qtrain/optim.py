@@ -48,7 +48,9 @@ from ._optim_load import check_loadable
 from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable,
                              end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
                              named_params, needs_closure, return_latents, store_exact)
+from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
+from .lowprec_state import cast_state, check_saved_state_dtype, check_state_dtype, lowprec_step, round_chunks
 from ._packed import PackedRounding, grads_finite
 from ._sharded import ShardLayout, all_ranks_finite, grid_input, local_grads
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -57,7 +59,7 @@ from .rounding import ROUNDINGS, quantize, quantize_into
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
 
 METHODS = ("float", "bc", "r", "sr")
-GridSpec = Union[Grid, Callable[[torch.Tensor], Grid], Dict[str, Grid]]
+GridSpec = Union[Grid, DynamicGrid, Callable[[torch.Tensor], Grid], Dict[str, Union[Grid, DynamicGrid]]]
 _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
           "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
           "_optimizer_load_state_dict_post_hooks")
@@ -95,7 +97,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         method: ``"float"``, ``"bc"``, ``"r"`` or ``"sr"``.
         grid: a :class:`~qtrain.Grid`; a callable ``param -> Grid`` evaluated once here
             (per-layer scales such as ``lambda p: Grid.binary(p.abs().mean().item())``); or a
-            dict ``{name: Grid}`` with one entry per name in ``params``.
+            dict ``{name: Grid}`` with one entry per name in ``params``; a
+            :class:`~qtrain.dynamic.DynamicGrid` (also as a dict value) is re-evaluated on the
+            tensor being rounded at every step (BitNet's absmean ternary scale). ``grids[i]`` is
+            the current grid of tensor ``i``; assigning a new ``Grid`` there between steps takes
+            effect at the next step (and is saved by :meth:`state_dict`).
         params: the tensors to quantize, or ``(name, tensor)`` pairs (names label the
             diagnostics and key a dict ``grid``). Default: the weights of the Linear and Conv
             layers among ``base``'s parameters, i.e. every one with ``ndim >= 2`` (named
@@ -107,6 +113,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
             (dense or sparse) holds NaN or inf (one read of every gradient: a kernel call over the float32 CPU ones, a batched norm over the rest).
+        state_dtype: ``torch.bfloat16`` or ``torch.float16``: keep the base optimizer's moments
+            in that dtype, written back with stochastic rounding, and run its step (SGD, Adam, AdamW)
+            chunk by chunk in float32 without float32 copies of whole parameters
+            (:mod:`qtrain.lowprec_state`); ``torch.float32``: the same step, state in float32.
         diagnostics: keep the quantized weights of the step before (one copy of them, and of
             BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
             raises after the base step. Off by default: the step then copies nothing.
@@ -121,7 +131,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, base: torch.optim.Optimizer, method: str, grid: GridSpec,
                  params: Optional[Iterable] = None, seed: int = 0, bc_rounding: str = "nearest",
-                 check_finite: bool = True, diagnostics: bool = False, record_steps: bool = False):
+                 check_finite: bool = True, diagnostics: bool = False, record_steps: bool = False,
+                 state_dtype: Optional[torch.dtype] = None):
         if not isinstance(base, torch.optim.Optimizer) or isinstance(base, QuantizedOptimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer such as torch.optim.Adam(...), got {type(base).__name__}")
         if method not in METHODS:
@@ -157,6 +168,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             check_grid_names(grid, self.names)
         self._shards = ShardLayout(self.names, self.qparams, method != "float")  # FSDP2 shards: qtrain._sharded
         self.grids = [grid_for(grid, n, grid_input(grid, p)) for n, p in named]
+        self.dynamic = dynamic_specs(grid, self.names)  # {index: DynamicGrid}, re-evaluated every step
+        self.state_dtype = check_state_dtype(base, state_dtype, method, self.dynamic, self.track_diagnostics)
+        self._shards.check_whole(self.names, self.dynamic, self.state_dtype)
         self.step_count = 0
         self._steps = StepRecord(len(self.qparams)) if record_steps and method != "float" else None
         self.latents: List[torch.Tensor] = []
@@ -170,12 +184,15 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     rounding = self.bc_rounding if method == "bc" else "nearest" if method == "r" else "stochastic"
                     if method == "bc":
                         work = p.detach().float() if p.dtype in LOW_PRECISION else p.detach().clone()
-                        src = work.clamp_(*g.bounds(work.dtype))
+                        src = clip_latent(self.dynamic[i], g, work, work) if i in self.dynamic else \
+                            work.clamp_(*g.bounds(work.dtype))
                         self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
-                        src = pre.float() if p.dtype in LOW_PRECISION else p
-                    if p.dtype in LOW_PRECISION:
+                        src = p if p.dtype not in LOW_PRECISION else pre if self.state_dtype is not None else pre.float()
+                    if p.dtype in LOW_PRECISION and self.state_dtype is not None:  # chunk by chunk, same bits
+                        round_chunks(src, p, g, rounding == "stochastic", resolve_key(self._key(i)), self.names[i])
+                    elif p.dtype in LOW_PRECISION:
                         p.copy_(self._round(i, src, rounding, p.dtype))
                     elif p.numel():  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
@@ -205,6 +222,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         state = dict(self.__dict__)
         for key in ("names", "qparams", "grids", "latents"):
             state[key] = list(state[key])  # a shallow copy gets its own lists
+        state["dynamic"] = dict(state.get("dynamic", {}))
         state["_diag"] = dict(state["_diag"])
         state["_packed"], state["_fits"] = PackedRounding(), {}  # caches of raw pointers: never shared, never pickled
         state.pop("step", None)  # an LR scheduler's wrapper of step (torch's optimizers drop it too)
@@ -237,6 +255,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         such a step raises and leaves them partly updated (reload a checkpoint). The base
         optimizer's own state (e.g. Adam's moments) may have advanced either way.
         """
+        if self.state_dtype is not None:  # moments in state_dtype (qtrain.lowprec_state)
+            return lowprec_step(self, closure)
         if self.method == "float":
             if self.check_finite and closure is None:
                 self._check_grads()
@@ -269,15 +289,20 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     return_latents(qs, self.latents, lent)
                 # what the rounding reads: the updated parameter, or BC's lent latent w_r + s_t
                 sources = [self.latents[i] if i in lent else p for i, p in enumerate(qs)] if bc else qs
+                if self.dynamic:  # this step's grids from the values about to be rounded (qtrain.dynamic)
+                    refresh_dynamic(self, sources, swapped)
                 if self._steps is not None:
                     self._steps.after(sources)
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(qs, self.grids, self.latents if bc else None, stochastic,
-                                                             head, frozenset(swapped) | self._shards.offset, sources)
+                                                             head, frozenset(swapped) | self._shards.offset
+                                                             | set(self.dynamic), sources)
                 for i, (p, g, x) in enumerate(zip(qs, self.grids, sources)):
                     if i in done:
                         continue
-                    if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
+                    if bc and i in self.dynamic:  # w_r <- w_r + s_t, clipped at a multiple of the range if asked
+                        x = clip_latent(self.dynamic[i], g, x, self.latents[i])
+                    elif bc:  # w_r <- clip(w_r + s_t), in the latent tensor
                         x = torch.clamp(x, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
@@ -368,7 +393,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         sd["qtrain"] = {"version": 2, "method": self.method, "seed": self.seed, "step": self.step_count,
                         "bc_rounding": self.bc_rounding, "names": list(self.names),
                         "shapes": [list(p.shape) for p in self.qparams],
-                        "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents)}
+                        "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents),
+                        "state_dtype": None if self.state_dtype is None else str(self.state_dtype),
+                        "dynamic": [self.dynamic[i].to_dict() if i in self.dynamic else None
+                                    for i in range(len(self.qparams))]}
         if self._steps is not None:
             sd["qtrain"]["step_record"] = self._steps.values()
         return sd
@@ -385,7 +413,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         q = sd.pop("qtrain", None)
         if q is None:
             raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
+        check_saved_state_dtype(q, self.state_dtype)
         grids, seed, step = check_loadable(self, q, sd)  # everything, before anything changes
+        dynamic = {i: DynamicGrid.from_dict(d) for i, d in enumerate(q.get("dynamic") or []) if d}
         mine = self.grids
         self.grids = grids
         try:
@@ -396,10 +426,13 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 self.base.load_state_dict(sd)
             finally:
                 end_float32_work(self.qparams, swapped)
+            if self.state_dtype is not None:
+                cast_state(self.base, self.state_dtype, sd)
         except BaseException:
             self.grids = mine
             raise
         self.seed, self.step_count = seed, step
+        self.dynamic = dynamic
         if self._steps is not None and q.get("step_record") is not None:
             self._steps.load(q["step_record"])
         with torch.no_grad():
