@@ -97,7 +97,7 @@ def test_unclipped_latents_let_the_scale_grow(clip):
     grid), the tails are cut and the scale first shrinks -- the issue's complaint."""
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(200))
-    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.05), "bc", DynamicGrid.ternary(clip=clip))
+    opt = QuantizedOptimizer(torch.optim.SGD([w], lr=0.05), "bc", DynamicGrid.ternary(clip=clip), params=[w])
     sign, s0, scales = opt.latents[0].sign().clone(), opt.grids[0].scale, []
     for _ in range(20):
         opt.zero_grad()

@@ -57,8 +57,9 @@ def test_float32_state_is_torchs_step(base):
                                                ("bc", Grid.ternary(2**-4), torch.float16)])
 def test_float32_state_is_qtrains_own_step(base, method, grid, dtype):
     a, b = _net(dtype), _net(dtype)
-    oa = QuantizedOptimizer(BASES[base](a.parameters()), method, grid, seed=2)
-    ob = QuantizedOptimizer(BASES[base](b.parameters()), method, grid, seed=2, state_dtype=torch.float32)
+    oa = QuantizedOptimizer(BASES[base](a.parameters()), method, grid, params=list(a.parameters()), seed=2)
+    ob = QuantizedOptimizer(BASES[base](b.parameters()), method, grid, params=list(b.parameters()), seed=2,
+                            state_dtype=torch.float32)
     _train(a, oa)
     _train(b, ob)
     assert _same(a, b)
@@ -142,7 +143,7 @@ def test_stochastic_write_back_is_unbiased():
 def test_adam_moments_are_unbiased():
     n, c, b1, b2 = 1 << 17, 0.3 + 2**-13, 0.9, 0.99
     w = torch.nn.Parameter(torch.zeros(n))
-    opt = QuantizedOptimizer(torch.optim.Adam([w], lr=1e-3, betas=(b1, b2)), "sr", Grid.uniform(2**-8), seed=3,
+    opt = QuantizedOptimizer(torch.optim.Adam([w], lr=1e-3, betas=(b1, b2)), "sr", Grid.uniform(2**-8), params=[w], seed=3,
                              state_dtype=torch.bfloat16)
     for t in range(1, 6):
         w.grad = torch.full((n,), c)
@@ -173,7 +174,8 @@ def test_no_whole_size_float32_temporary(state_dtype):
     """With bf16 weights, SR and bf16 state no float32 tensor beyond one chunk is made; the default
     (float32 state) path makes whole-size copies -- the test can tell them apart."""
     w = torch.nn.Parameter(torch.randn(1 << 18, dtype=torch.bfloat16))
-    opt = QuantizedOptimizer(torch.optim.AdamW([w], lr=1e-3), "sr", Grid.float("bfloat16"), state_dtype=state_dtype)
+    opt = QuantizedOptimizer(torch.optim.AdamW([w], lr=1e-3), "sr", Grid.float("bfloat16"), params=[w],
+                             state_dtype=state_dtype)
     for _ in range(2):
         w.grad = torch.randn(w.shape, dtype=torch.bfloat16)
         existing = {t.untyped_storage().data_ptr() for t in [w, w.grad] + [v for v in opt.state[w].values()]} \

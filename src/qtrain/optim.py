@@ -413,8 +413,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         q = sd.pop("qtrain", None)
         if q is None:
             raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
-        check_saved_state_dtype(q, self.state_dtype)
         grids, seed, step = check_loadable(self, q, sd)  # everything, before anything changes
+        check_saved_state_dtype(q, self.state_dtype)
         dynamic = {i: DynamicGrid.from_dict(d) for i, d in enumerate(q.get("dynamic") or []) if d}
         mine = self.grids
         self.grids = grids

@@ -22,6 +22,7 @@ then ``--report-only``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
