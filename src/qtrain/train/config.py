@@ -248,7 +248,8 @@ def load_run_config(run_dir: Path, flag: str = "--resume") -> TrainConfig:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (it does not exist); {flag} takes the --out folder of a "
+        raise FileNotFoundError(f"{run_dir} is not a run folder (it does not exist; a run folder holds config.json and "
+                                f"checkpoint.pt); {flag} takes the --out folder of a "
                                 "`qtrain train` run (a run stopped before its first save leaves none: rerun its "
                                 "original command)")
     if not path.is_file():
