@@ -37,8 +37,8 @@ from . import stats, verdicts
 from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
 
 PRESETS = Path(__file__).with_name("presets")
-SCALES = ("quick", "mini", "paper")
-SEEDS = {"quick": 5, "mini": 3, "paper": 1}  # default --seeds per scale [choice]
+SCALES = ("quick", "mini", "cpu", "width", "paper")
+SEEDS = {"quick": 5, "mini": 3, "cpu": 5, "width": 3, "paper": 1}  # default --seeds per scale [choice]
 
 
 def cells(scale: str) -> Dict[str, Path]:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The committed CPU study (docs/results/cpu/ and docs/results/width/) in priority order, as two lanes of one
+# process each (1 torch thread per run). Everything is resumable: rerun the same line to continue; finished
+# runs are read back, an interrupted one resumes from its checkpoint.
+#
+#   nice -n 10 bash scripts/cpu_study.sh study DATA_DIR OUT   # Table 1, both protocols, seed by seed
+#   nice -n 10 bash scripts/cpu_study.sh width DATA_DIR OUT   # validation pilot, then the width trend, cheap widths first
+#
+# The plain one-command forms (no priority order) are
+#   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
+#   qtrain table1 --scale width --seeds 3 --data-dir DATA_DIR --out OUT/width
+set -u
+lane=${1:?lane: study | width}; data=${2:?DATA_DIR}; out=${3:?OUT}
+q="${PYTHON:-python} -m qtrain"
+P=c10-smallcnn-poster; B=c10-smallcnn-bc
+case "$lane" in
+study)
+  # Per seed round: ADAM, BC-ADAM, SR-ADAM, Big SR-ADAM (equal epochs), R-ADAM, each protocol in turn;
+  # then Big SR-ADAM at equal steps (8x the epochs of a batch-128 run), seed by seed.
+  main="$B.adam $P.adam $B.bc-adam $P.bc-adam $B.sr-adam $P.sr-adam $B.big-sr-adam $P.big-sr-adam $B.r-adam $P.r-adam"
+  for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main --data-dir "$data" --out "$out/cpu" --no-progress; done
+  for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
+    --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
+width)
+  # The poster protocol's ADAM at the cpu size on the 5,000-image validation split (configuration H of
+  # docs/results/README.md is the BinaryConnect protocol's), then widths 8, 16, 32, 64 with 3 seeds each.
+  run="$out/pilot/poster-adam-val"
+  if [ ! -f "$run/summary.json" ]; then
+    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+    else $q train --config src/qtrain/experiments/presets/cpu/$P.adam.yaml --val-size 5000 --data-dir "$data" --out "$run" --no-progress; fi
+  fi
+  cells=""
+  for w in 8 16 32 64; do
+    cells="$cells c10-smallcnn-w$w.adam c10-smallcnn-w$w.bc-adam c10-smallcnn-w$w.sr-adam"
+    $q table1 --scale width --seeds 3 --workers 1 --cells $cells --data-dir "$data" --out "$out/width" --no-progress
+  done ;;
+*) echo "lane must be study or width, not $lane" >&2; exit 2 ;;
+esac
