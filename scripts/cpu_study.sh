@@ -4,11 +4,11 @@
 # runs are read back, an interrupted one resumes from its checkpoint.
 #
 #   nice -n 10 bash scripts/cpu_study.sh study DATA_DIR OUT   # Table 1, both protocols, seed by seed
-#   nice -n 10 bash scripts/cpu_study.sh width DATA_DIR OUT   # validation pilot, then the width trend, cheap widths first
+#   nice -n 10 bash scripts/cpu_study.sh width DATA_DIR OUT   # the width trend, cheap widths first; a validation pilot
 #
 # The plain one-command forms (no priority order) are
 #   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
-#   qtrain table1 --scale width --seeds 3 --data-dir DATA_DIR --out OUT/width
+#   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
 set -u
 lane=${1:?lane: study | width}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
@@ -22,17 +22,18 @@ study)
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
     --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
 width)
-  # The poster protocol's ADAM at the cpu size on the 5,000-image validation split (configuration H of
-  # docs/results/README.md is the BinaryConnect protocol's), then widths 8, 16, 32, 64 with 3 seeds each.
+  # Widths 8, 16, 32 with 3 seeds each (cheap first), then the poster protocol's ADAM at the cpu size on the
+  # 5,000-image validation split (configuration H of docs/results/README.md is BinaryConnect's), then width 64.
+  cells=""
+  for w in 8 16 32; do
+    cells="$cells c10-smallcnn-w$w.adam c10-smallcnn-w$w.bc-adam c10-smallcnn-w$w.sr-adam"
+    $q width-trend --seeds 3 --workers 1 --cells $cells --data-dir "$data" --out "$out/width" --no-progress
+  done
   run="$out/pilot/poster-adam-val"
   if [ ! -f "$run/summary.json" ]; then
     if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
     else $q train --config src/qtrain/experiments/presets/cpu/$P.adam.yaml --val-size 5000 --data-dir "$data" --out "$run" --no-progress; fi
   fi
-  cells=""
-  for w in 8 16 32 64; do
-    cells="$cells c10-smallcnn-w$w.adam c10-smallcnn-w$w.bc-adam c10-smallcnn-w$w.sr-adam"
-    $q table1 --scale width --seeds 3 --workers 1 --cells $cells --data-dir "$data" --out "$out/width" --no-progress
-  done ;;
+  $q width-trend --seeds 3 --workers 1 --data-dir "$data" --out "$out/width" --no-progress ;;
 *) echo "lane must be study or width, not $lane" >&2; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ import html
 import re
 from typing import List
 
+from .columns import agreement_lines
 from .table1 import seeds_text, table
 from .verdicts import headline
 
@@ -62,6 +63,9 @@ def markdown(report: dict) -> str:
               + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
               "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""]
     lines += table({"cells": report["table1_cells"]})
+    by_protocol = agreement_lines({"cells": report["table1_cells"], "claims": report["claims"]})
+    if by_protocol:
+        lines += ["", "## Table 1 verdicts by protocol", ""] + by_protocol
     lines += ["", "## Claims", "", "| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         lines.append(f"| {_cell(c['claim'])} | {_cell(c['source'])} | {_cell(c['measured'])} | {_cell(c['poster'])} | "

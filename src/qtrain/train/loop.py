@@ -322,7 +322,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     summary = _summary(cfg, history, d, device)
     digests = distributed.gather_digests(model, d)
     summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1,
-                   n_test=ds.num_examples("test"), threads=torch.get_num_threads())
+                   n_test=ds.num_examples("test"), threads=torch.get_num_threads(),
+                   steps=n_train * len(history))  # optimizer steps (whole batches per epoch x epochs)
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary
