@@ -26,7 +26,7 @@ import torch
 from .grid import Grid
 
 __all__ = ["LOW_PRECISION", "as_int", "needs_closure", "grad_values", "float32_work", "end_float32_work", "lend_latents", "return_latents",
-           "check_representable", "store_exact"]
+           "check_representable", "store_exact", "half_level_gap", "StepRecord"]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FIX = "use a power-of-two Δ with fewer bits, or keep the parameter float32 and train under autocast"
@@ -219,3 +219,61 @@ def grid_for(grid: Union[Grid, Callable, Mapping], name: str, p: torch.Tensor) -
         raise TypeError(f"grid for {name!r} is {type(g).__name__}; expected a qtrain.Grid "
                         "(or a callable returning one, or a dict of them)")
     return g
+
+
+# -- the step record: could a weight have changed level? --------------------------------------
+def half_level_gap(grid: Grid):
+    r"""How far a weight on ``grid`` must move to change level under :math:`Q_d`: :math:`\Delta/2`
+    (binary :math:`\pm s`: :math:`s`; ternary :math:`\{0, \pm s\}`: :math:`s/2`; uniform: :math:`\Delta/2`).
+    ``None`` for float-format grids, whose gap depends on the value."""
+    return None if grid.kind == "float" else grid.delta / 2.0
+
+
+class StepRecord:
+    r"""The largest absolute base step :math:`\max_j |s_t|_j` of each quantized tensor over the steps
+    since the last :meth:`reset` (the move the base optimizer proposes, before rounding).
+
+    With :math:`Q_d` (R) a weight on a level :math:`w_b` keeps its level while :math:`|s_t| <
+    \Delta/2` (:func:`half_level_gap`), so a record below the half gap in every tensor at every
+    step means R could not change any weight. The move is measured as realized in float32
+    (:math:`|(w + s_t) - w|`), one copy of the tensors kept between :meth:`before` and :meth:`after`.
+
+    >>> import torch
+    >>> w = torch.ones(3); rec = StepRecord(1)
+    >>> rec.before([w]); _ = w.add_(torch.tensor([0.1, -0.25, 0.0])); rec.after([w])
+    >>> rec.values()
+    [0.25]
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._max: List[torch.Tensor] = []
+        self._buf: List[torch.Tensor] = []
+
+    def before(self, tensors: Sequence[torch.Tensor]) -> None:
+        if len(self._buf) != len(tensors) or any(b.shape != t.shape or b.dtype != t.dtype or b.device != t.device
+                                                 for b, t in zip(self._buf, tensors)):
+            self._buf = [torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors]
+        torch._foreach_copy_(self._buf, [t.detach() for t in tensors])
+
+    def after(self, tensors: Sequence[torch.Tensor]) -> None:
+        torch._foreach_sub_(self._buf, [t.detach() for t in tensors])
+        norms = torch._foreach_norm(self._buf, float("inf"))
+        if len(self._max) != len(norms) or any(m.device != x.device or m.dtype != x.dtype
+                                                for m, x in zip(self._max, norms)):
+            old = self._max if len(self._max) == len(norms) else [torch.zeros(()) for _ in norms]
+            self._max = [m.to(x.device, x.dtype) for m, x in zip(old, norms)]
+        torch._foreach_maximum_(self._max, norms)
+
+    def values(self) -> List[float]:
+        """Per tensor, the largest step since the last reset (0.0 before any step)."""
+        return [float(m) for m in self._max] if self._max else [0.0] * self.n
+
+    def reset(self) -> None:
+        for m in self._max:
+            m.zero_()
+
+    def load(self, values: Sequence[float]) -> None:
+        if len(values) != self.n:
+            raise ValueError(f"step record holds {len(values)} tensors, this optimizer {self.n}")
+        self._max = [torch.tensor(float(v)) for v in values]

@@ -44,9 +44,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_representable, end_float32_work,
-                             float32_work, grad_values, grid_for, lend_latents, named_params, needs_closure,
-                             return_latents, store_exact)
+from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable,
+                             end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
+                             named_params, needs_closure, return_latents, store_exact)
 from .grid import Grid
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -104,6 +104,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         diagnostics: keep the quantized weights of the step before (one copy of them, and of
             BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
             raises after the base step. Off by default: the step then copies nothing.
+        record_steps: keep, per quantized tensor, the largest absolute base step
+            :math:`\\max|s_t|` since the last reset (:meth:`step_record`; one copy of the
+            quantized tensors per step, or of BC's latents). Off by default.
 
     float16/bfloat16 quantized parameters: the base step, :math:`w + s_t` and the rounding run
     in float32 (BC's latent weights are float32), and only the grid level is stored, so SR
@@ -112,7 +115,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, base: torch.optim.Optimizer, method: str, grid: GridSpec,
                  params: Optional[Iterable] = None, seed: int = 0, bc_rounding: str = "nearest",
-                 check_finite: bool = True, diagnostics: bool = False):
+                 check_finite: bool = True, diagnostics: bool = False, record_steps: bool = False):
         if not isinstance(base, torch.optim.Optimizer) or isinstance(base, QuantizedOptimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer such as torch.optim.Adam(...), got {type(base).__name__}")
         if method not in METHODS:
@@ -141,6 +144,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             check_grid_names(grid, self.names)
         self.grids = [grid_for(grid, n, p) for n, p in named]
         self.step_count = 0
+        self._steps = StepRecord(len(self.qparams)) if record_steps and method != "float" else None
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
         self._packed, self._fits = PackedRounding(), {}
@@ -239,6 +243,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             swapped = float32_work(self.qparams)
             work = {}
             try:
+                if self._steps is not None:  # what the base step starts from: w_b (R/SR) or w_r (BC)
+                    self._steps.before(self.latents if bc else self.qparams)
                 lent = lend_latents(self.qparams, self.latents, self._fits, self.names) if bc else {}
                 try:  # BC: the base step moves the latent weights themselves ...
                     self.base.step()  # ... with the gradient taken at the quantized weights
@@ -246,6 +252,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     return_latents(self.qparams, self.latents, lent)
                 # what the rounding reads: the updated parameter, or BC's lent latent w_r + s_t
                 sources = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
+                if self._steps is not None:
+                    self._steps.after(sources)
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
                                                              stochastic, head, frozenset(swapped), sources)
@@ -309,6 +317,21 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         return {n: {"changed": float(c), "stalled": None if s is None else float(s)}
                 for n, (c, s) in self._diag.items()}
 
+    def step_record(self, reset: bool = False) -> Dict[str, dict]:
+        r"""Per quantized tensor, ``max_abs_base_step`` (the largest :math:`|s_t|` of any entry over the
+        steps since the last reset, as realized in float32 before rounding) and ``half_level_gap``
+        (the move that changes a level under :math:`Q_d`: :math:`\Delta/2`; ``None`` on float-format
+        grids). R cannot change a weight in a step whose record is below the half gap. Needs
+        ``record_steps=True``; ``reset`` starts a new record after reading this one."""
+        if self._steps is None:
+            raise ValueError("the step record is off: build QuantizedOptimizer(..., record_steps=True) with "
+                             "method 'bc', 'r' or 'sr' to keep it")
+        out = {n: {"max_abs_base_step": v, "half_level_gap": half_level_gap(g)}
+               for n, v, g in zip(self.names, self._steps.values(), self.grids)}
+        if reset:
+            self._steps.reset()
+        return out
+
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """``base.state_dict()`` plus a ``"qtrain"`` entry of plain values and tensors (loadable
@@ -318,6 +341,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         "bc_rounding": self.bc_rounding, "names": list(self.names),
                         "shapes": [list(p.shape) for p in self.qparams],
                         "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents)}
+        if self._steps is not None:
+            sd["qtrain"]["step_record"] = self._steps.values()
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -361,6 +386,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             self.grids = mine
             raise
         self.seed, self.step_count = as_int(q["seed"], "seed"), as_int(q["step"], "step")
+        if self._steps is not None and q.get("step_record") is not None:
+            self._steps.load(q["step_record"])
         with torch.no_grad():
             for latent, saved in zip(self.latents, q["latents"]):
                 latent.copy_(saved)

@@ -50,6 +50,7 @@ class InMemoryDataset:
         num_classes: number of classes :math:`K`; labels lie in :math:`[0, K)`.
         mean, std: per-channel normalisation constants in :math:`[0, 1]` pixel units.
         augment: whether the pad-crop-flip augmentation applies (True for CIFAR).
+        files: the files it was read from (their digest is :func:`qtrain.data.digest.data_sha256`).
     """
 
     name: str
@@ -61,6 +62,7 @@ class InMemoryDataset:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     augment: bool
+    files: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

@@ -237,7 +237,8 @@ def _load(name: str, spec: dict, data_dir: Optional[PathLike], download: bool) -
     train_x, train_y = _load_split(folder, spec["train"], spec["label_key"], k)
     test_x, test_y = _load_split(folder, spec["test"], spec["label_key"], k)
     mean, std = channel_stats(train_x)
-    return InMemoryDataset(name, train_x, train_y, test_x, test_y, k, mean, std, augment=True)
+    files = tuple(str(folder / f) for f in spec["train"] + spec["test"])
+    return InMemoryDataset(name, train_x, train_y, test_x, test_y, k, mean, std, augment=True, files=files)
 
 
 def load_cifar10(data_dir: Optional[PathLike] = None, download: bool = False) -> InMemoryDataset:

@@ -44,4 +44,4 @@ def load_digits(data_dir: Optional[PathLike] = None, download: bool = False) -> 
     ty = torch.from_numpy(arrays["train_y"].astype(np.int64))
     ey = torch.from_numpy(arrays["test_y"].astype(np.int64))
     mean, std = channel_stats(tx)
-    return InMemoryDataset("digits", tx, ty, ex, ey, 10, mean, std, augment=False)
+    return InMemoryDataset("digits", tx, ty, ex, ey, 10, mean, std, augment=False, files=(str(DIGITS_FILE),))

@@ -99,4 +99,5 @@ def load_mnist(data_dir: Optional[PathLike] = None, download: bool = False) -> I
     ty = torch.from_numpy(arrays["train_y"].astype(np.int64))
     ey = torch.from_numpy(arrays["test_y"].astype(np.int64))
     mean, std = channel_stats(tx)
-    return InMemoryDataset("mnist", tx, ty, ex, ey, 10, mean, std, augment=False)
+    files = tuple(str(_file(folder, v)) for v in MNIST_FILES.values())
+    return InMemoryDataset("mnist", tx, ty, ex, ey, 10, mean, std, augment=False, files=files)

@@ -17,6 +17,7 @@ import yaml
 
 from ..grid import Grid
 from ..optim import METHODS
+from .provenance import PROVENANCE_KEYS  # records in a run's config.json, skipped when it is read back
 
 OPTIMIZERS = ("sgd", "adam")
 FLOAT_GRIDS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")  # Grid.float(name); scale/delta unused
@@ -175,17 +176,18 @@ _OPTIONAL = ("delta", "bits", "width", "micro_batch", "train_subset", "test_subs
 
 def make(values: dict) -> TrainConfig:
     """A validated config from a mapping (YAML, JSON, flags); numbers written as strings
-    (YAML reads ``5e-4`` as a string) are converted, anything else of the wrong type is refused."""
+    (YAML reads ``5e-4`` as a string) are converted, anything else of the wrong type is refused.
+    A run's records in its ``config.json`` (``machine``, ``data_sha256``, ``earlier_machines``) are skipped."""
     if not isinstance(values, dict):
         raise ValueError(f"settings must be a mapping of TrainConfig fields, got a {type(values).__name__}")
     bad = [k for k in values if not isinstance(k, str)]
     if bad:
         raise ValueError(f"setting name {bad[0]!r} is not text; write TrainConfig field names as keys, e.g. epochs: 10")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known - set(PROVENANCE_KEYS))
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values = dict(values)
+    values = {k: v for k, v in values.items() if k not in PROVENANCE_KEYS}
     for name in _FLOATS + _INTS:
         v = values.get(name)
         if v is None or isinstance(v, bool):

@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import batches, load_dataset, num_batches
+from ..data.digest import data_sha256
 from ..models import build
 from ..optim import QuantizedOptimizer, named_conv_weights
-from . import distributed
+from . import distributed, provenance
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -243,7 +244,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 p.uniform_(g.low, g.high)
     opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
                              lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
-                             bc_rounding=cfg.bc_rounding)
+                             bc_rounding=cfg.bc_rounding, record_steps=cfg.method != "float")
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
     net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
@@ -264,7 +265,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
         distributed.barrier(d)
 
     if d.main:
-        atomic_write_json(out_dir / "config.json", cfg.to_dict())
+        atomic_write_json(out_dir / "config.json", provenance.config_record(cfg.to_dict(), out_dir / "config.json",
+                                                                            device, ds))
         log.rewrite(history)  # exactly one row per finished epoch, whatever the file held
     if not resume:
         save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
@@ -306,6 +308,10 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                    "test_error": test_err, "lr": lr, "seconds": done + time.perf_counter() - t0,
                    "train_seconds": train_s, "images_per_s": count / max(train_s, 1e-9),
                    "weight_change": tracker.percent_changed()}
+            if cfg.method != "float":  # could a weight have changed level? (max |s_t| vs Δ/2, per tensor)
+                record = opt.step_record(reset=True)
+                for key in ("max_abs_base_step", "half_level_gap"):
+                    row[key] = {n: r[key] for n, r in record.items()}
             history.append(row)
             if d.main:
                 log.append(row)
@@ -323,6 +329,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     digests = distributed.gather_digests(model, d)
     summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1,
                    n_test=ds.num_examples("test"), threads=torch.get_num_threads(),
+                   machine=provenance.machine(device), data_sha256=data_sha256(ds),
                    steps=n_train * len(history))  # optimizer steps (whole batches per epoch x epochs)
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)

@@ -1,0 +1,101 @@
+r"""Power of the Table 1 tests: the smallest difference they detect, and the seeds a difference needs.
+
+Every Table 1 test is a t-test of a contrast :math:`C = \sum_i w_i \bar x_i` with standard error
+:math:`\mathrm{SE} = \sqrt{\sum_i w_i^2 s_i^2 / n_i}` and Welch-Satterthwaite degrees of freedom
+:math:`\nu` (:mod:`qtrain.experiments.stats`). When the true contrast is :math:`\delta`, the
+statistic :math:`T = \hat C / \mathrm{SE}` follows (to Welch's approximation) a noncentral
+:math:`t_\nu` with noncentrality :math:`\lambda = \delta/\mathrm{SE}`, so a one-sided test at level
+:math:`\alpha` has power
+
+.. math::
+    \pi(\delta) = P\big(T_{\nu,\lambda} > t_{1-\alpha,\nu}\big)
+    \qquad \text{(two-sided: } P(T_{\nu,\lambda} > t_{1-\alpha/2,\nu}) + P(T_{\nu,\lambda} < -t_{1-\alpha/2,\nu})\text{)}.
+
+The **minimum detectable effect** is :math:`\mathrm{MDE} = \lambda^\ast\,\mathrm{SE}`, with
+:math:`\lambda^\ast` solving :math:`\pi = 0.8`, the spreads :math:`s_i` taken as measured. With
+no spread at all (:math:`\mathrm{SE} = 0`) any difference is detected: MDE 0. For planning,
+:func:`seeds_needed` finds the smallest common :math:`n` whose test reaches that power at a given
+:math:`\delta`, from pilot spreads. ``tests/experiments/test_power.py`` checks :func:`mde` against
+a Monte-Carlo simulation of Welch's test.
+
+>>> round(mde(1.0, 1e6), 3)   # normal limit, one-sided 5%: z_0.95 + z_0.8 = 1.645 + 0.842
+2.486
+>>> seeds_needed([1.0, 1.0], [-1.0, 1.0], 2.0)   # two groups, sd 1: 2 points need 4 seeds each
+4
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+from .stats import ALPHA
+
+POWER = 0.8  # the power every minimum detectable effect is stated for [choice]
+
+
+def _scipy():
+    try:
+        from scipy import optimize, stats
+    except ImportError:
+        raise ImportError("power and mde need scipy: pip install 'qtrain[full]'") from None
+    return optimize, stats
+
+
+def power(delta: float, se: float, df: float, alpha: float = ALPHA, sided: int = 1) -> float:
+    r"""Power :math:`\pi(\delta)` of the t-test of a contrast with standard error ``se`` and ``df``
+    degrees of freedom, one-sided (``sided=1``, effect in the tested direction) or two-sided."""
+    _, st = _scipy()
+    if sided not in (1, 2):
+        raise ValueError(f"sided={sided!r} must be 1 or 2")
+    if se == 0:
+        return 1.0 if delta != 0 else alpha  # no spread: any non-zero difference is seen
+    ncp, crit = delta / se, st.t.ppf(1 - alpha / sided, df)
+    p = st.nct.sf(crit, df, ncp)
+    return float(p + (st.nct.cdf(-crit, df, ncp) if sided == 2 else 0.0))
+
+
+def mde(se: float, df: float, alpha: float = ALPHA, target: float = POWER, sided: int = 1) -> float:
+    """The smallest difference the test detects with power ``target`` (0 when ``se`` is 0)."""
+    optimize, _ = _scipy()
+    if not (0 < alpha < 1 and alpha / sided < target < 1):
+        raise ValueError(f"alpha={alpha!r} and target power={target!r} must satisfy 0 < alpha/sided < power < 1")
+    if se == 0:
+        return 0.0
+    hi = 1.0
+    while power(hi, 1.0, df, alpha, sided) < target:
+        hi *= 2.0
+    lam = optimize.brentq(lambda x: power(x, 1.0, df, alpha, sided) - target, 0.0, hi, xtol=1e-10)
+    return lam * se
+
+
+def contrast_se_df(sds: Sequence[float], ns: Sequence[int], weights: Sequence[float]) -> Tuple[float, float]:
+    """SE and Welch-Satterthwaite df of :math:`\\sum_i w_i \\bar x_i` for groups of spreads ``sds``, sizes ``ns``."""
+    parts = [w * w * s * s / n for s, n, w in zip(sds, ns, weights)]
+    var = sum(parts)
+    denom = sum(p * p / (n - 1) for p, n in zip(parts, ns))
+    df = var * var / denom if denom > 0 else float(sum(n - 1 for n in ns))
+    return math.sqrt(var), df
+
+
+def seeds_needed(sds: Sequence[float], weights: Sequence[float], delta: float, alpha: float = ALPHA,
+                 target: float = POWER, sided: int = 1, max_seeds: int = 1000) -> Optional[int]:
+    """Smallest seeds per group (>= 2) whose test detects ``delta`` with power ``target``, the spreads
+    being ``sds``; ``None`` when more than ``max_seeds`` would be needed."""
+    if not delta > 0:
+        raise ValueError(f"difference={delta!r} must be > 0 (points), e.g. --difference 2")
+
+    def enough(n: int) -> bool:
+        se, df = contrast_se_df(sds, [n] * len(sds), weights)
+        return power(delta, se, df, alpha, sided) >= target
+
+    if enough(2):
+        return 2
+    lo, hi = 2, 4
+    while not enough(hi):
+        if hi >= max_seeds:
+            return None
+        lo, hi = hi, min(2 * hi, max_seeds)
+    while hi - lo > 1:  # power rises with n: bisect to the first n that is enough
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi

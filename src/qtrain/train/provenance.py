@@ -1,0 +1,78 @@
+"""Where a run ran: the record that says when two runs can agree bit for bit.
+
+Same seed and settings give bit-identical weights and metrics on machines with the same CPU
+capability (the instruction set torch's kernels dispatch to, e.g. ``AVX512`` or ``AVX2``), the same
+torch version, the same thread count and the same data bytes. A run's ``config.json`` records all
+four beside its settings: ``machine`` (this module) and ``data_sha256``
+(:func:`qtrain.data.digest.data_sha256`). Other CPUs of the same capability have given the same
+bits so far; another capability changes the float summation kernels, hence the bits.
+
+>>> sorted(machine())
+['capability', 'cpu', 'gpu', 'platform', 'threads', 'torch']
+"""
+from __future__ import annotations
+
+import platform
+from typing import Optional
+
+import torch
+
+PROVENANCE_KEYS = ("machine", "data_sha256", "earlier_machines")  # in config.json, not settings
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` reports)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_capability() -> Optional[str]:
+    """``torch.backends.cpu.get_cpu_capability()`` (e.g. ``"AVX512"``), or ``None`` where torch lacks it."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def machine(device: Optional[torch.device] = None) -> dict:
+    """CPU model, torch's CPU capability, torch version, torch threads, platform and GPU (if used)."""
+    gpu = None
+    if device is not None and device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+    return {"cpu": cpu_model(), "capability": cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "platform": platform.machine(), "gpu": gpu}
+
+
+def same_bits_expected(a: Optional[dict], b: Optional[dict]) -> Optional[bool]:
+    """Whether two ``machine`` records promise the same bits (capability, torch, threads, GPU);
+    ``None`` when either is missing."""
+    if not a or not b:
+        return None
+    return all(a.get(k) == b.get(k) for k in ("capability", "torch", "threads", "gpu"))
+
+
+def config_record(settings: dict, previous_path, device: Optional[torch.device], ds) -> dict:
+    """What a run's ``config.json`` holds: its settings, this ``machine`` and ``data_sha256``. A
+    resumed run that finds another machine in the previous file keeps it under ``earlier_machines``."""
+    import json
+
+    from ..data.digest import data_sha256
+
+    record = dict(settings, machine=machine(device), data_sha256=data_sha256(ds))
+    try:
+        before = json.loads(open(previous_path, "rb").read().decode("utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if isinstance(before, dict):
+        earlier = [m for m in before.get("earlier_machines") or [] if isinstance(m, dict)]
+        if isinstance(before.get("machine"), dict) and before["machine"] != record["machine"]:
+            earlier.append(before["machine"])
+        if earlier:
+            record["earlier_machines"] = earlier
+    return record
