@@ -73,6 +73,10 @@ def test_steps_recorded(tmp_path):
 
     history = read_metrics(tmp_path / "runs" / f"{P}.sr-adam" / "seed0")
     assert _steps({k: v for k, v in summary.items() if k != "steps"}, history) == summary["steps"]
+    # a partial table names the runs it lacks
+    partial = run_table1("cpu", tmp_path, only=only, data="digits", width=4, epochs=2, seeds=2, report_only=True, **QUIET)
+    assert partial["missing"] == [{"cell": c, "seed": 1} for c in only]
+    assert f"**Partial table**: 2 requested run(s) not finished" in (tmp_path / "table1.md").read_text()
 
 
 def _cell(col, row, errs, wc=None, steps=None, cfg=None):

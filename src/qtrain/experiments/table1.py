@@ -130,7 +130,8 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                         "seeds": [plan[key][0].seed for key in keys], "summaries": [done[key] for key in keys],
                         "histories": [read_metrics(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
-    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers,
+    missing = [{"cell": key[0], "seed": cfg.seed} for key, (cfg, _) in plan.items() if key not in done]
+    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers, missing=missing,
                   runs_trained=len(jobs), runs_reused=len(reused),
                   reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
@@ -307,8 +308,15 @@ def markdown(report: dict) -> str:
     reuse = report.get("runs_reused", 0)
     lines += ["", f"Runs: {report.get('runs_trained', 0)} trained now, {reuse} finished earlier and reused"
               + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
-              + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
-              f"## Claims ({verdicts.headline(report['counts'])})", ""] + columns.agreement_lines(report)
+              + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", ""]
+    if report.get("missing"):
+        by: Dict[str, list] = {}
+        for m in report["missing"]:
+            by.setdefault(m["cell"], []).append(str(m["seed"]))
+        lines += [f"**Partial table**: {len(report['missing'])} requested run(s) not finished (the same command "
+                  "trains them; finished runs are reused): " + "; ".join(f"{c} seed(s) {', '.join(s)}" for c, s in by.items())
+                  + ".", ""]
+    lines += [f"## Claims ({verdicts.headline(report['counts'])})", ""] + columns.agreement_lines(report)
     for c in report["claims"]:
         lines.append(f"- **{c['verdict'] or 'no verdict'}**: {c['claim']}{columns.of_claim(report, c['id'])}. "
                      f"Measured: {c['measured']}."
