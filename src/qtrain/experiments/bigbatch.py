@@ -45,8 +45,8 @@ def equal_steps(claims: Sequence, cells: List[dict]) -> list:
             continue
         # the verdicts' comparison, with the equal-steps run in Big SR-ADAM's place
         swapped = {"big-sr-adam": cs[STEPS_ROW], "sr-adam": cs["sr-adam"]}
-        v, eff, why = verdicts.comparison(swapped, "big-sr-adam", "sr-adam", "test_errors", "points")
-        _, eff_epochs, why_epochs = verdicts.comparison(cs, "big-sr-adam", "sr-adam", "test_errors", "points")
+        v, eff, why, *power = verdicts.comparison(swapped, "big-sr-adam", "sr-adam", "test_errors", "points")
+        _, eff_epochs, why_epochs, *_ = verdicts.comparison(cs, "big-sr-adam", "sr-adam", "test_errors", "points")
         label = LABELS[STEPS_ROW]
         measured = (f"equal steps: {label} {verdicts.pm(cs[STEPS_ROW]['test_errors'])}{_steps(cs[STEPS_ROW])}, "
                     f"SR-ADAM {verdicts.pm(cs['sr-adam']['test_errors'])}{_steps(cs['sr-adam'])}")
@@ -54,8 +54,9 @@ def equal_steps(claims: Sequence, cells: List[dict]) -> list:
             b = cs["big-sr-adam"]
             measured += (f"; equal epochs (reported, not judged): Big SR-ADAM {verdicts.pm(b['test_errors'])}{_steps(b)}"
                          + (f", {eff_epochs}" if eff_epochs else f" ({why_epochs})"))
+        extra = {"mde": power[0]} if power and any(f.name == "mde" for f in dataclasses.fields(claim)) else {}
         out.append(dataclasses.replace(
-            claim, measured=measured, effect=None if eff is None else "equal steps: " + eff.replace("Big SR-ADAM", label),
+            claim, **extra, measured=measured, effect=None if eff is None else "equal steps: " + eff.replace("Big SR-ADAM", label),
             verdict=v, reason=why,
             rule=claim.rule.replace("Big SR error", f"{label} error") + "; judged at equal optimizer steps (the theory's "
                  "variable is the gradient variance per step), the equal-epochs pair beside it"))
