@@ -111,7 +111,8 @@ def agreement_lines(report: dict) -> List[str]:
     rows = agreement(report)
     if not rows:
         return []
-    cols = sorted(next(iter(rows))["verdicts"])
+    width = {c["column"]: c.get("width") or 0 for c in report["cells"]}
+    cols = sorted({col for r in rows for col in r["verdicts"]}, key=lambda c: (width.get(c, 0), c))
     lines = ["| claim | " + " | ".join(name(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for r in rows:
         lines.append(f"| {r['claim']} | " + " | ".join(r["verdicts"].get(c) or "no verdict" for c in cols) + " |")

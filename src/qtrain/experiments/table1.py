@@ -275,8 +275,10 @@ def seeds_text(seeds: Sequence[int]) -> str:
 
 def table(report: dict) -> List[str]:
     """Markdown rows of Table 1: per column the measured setup and, separately, the poster's column."""
-    cols = sorted({c["column"] for c in report["cells"]}, key=lambda c: list(COLUMNS).index(c) if c in COLUMNS else -1)
-    first = {col: next(c for c in report["cells"] if c["column"] == col) for col in cols}
+    first = {c["column"]: c for c in reversed(report["cells"])}
+    if not first:
+        return ["No finished runs yet."]
+    cols = sorted(first, key=lambda c: (list(COLUMNS).index(c) if c in COLUMNS else -1, first[c].get("width") or 0, c))
     if len(cols) > 1 and len({first[col]["paper_column"] for col in cols}) == 1:
         return columns.table(report, cols)  # one setup, several protocols: the poster's column once
     head = []
