@@ -7,7 +7,7 @@ out=${1:?OUT of scripts/cpu_study.sh}
 q="${PYTHON:-python} -m qtrain"
 for part in cpu width; do
   dest=docs/results/$part; [ $part = cpu ] && dest=docs/results/cpu/table1
-  for summary in "$out/$part"/runs/*/seed*/summary.json; do
+  for summary in "$out/$part"*/runs/*/seed*/summary.json; do  # width-a, width-b: lanes of one study
     [ -f "$summary" ] || continue
     run=$(dirname "$summary"); to="$dest/runs/$(basename "$(dirname "$run")")/$(basename "$run")"
     mkdir -p "$to"; cp "$run/config.json" "$run/metrics.jsonl" "$run/summary.json" "$to/"

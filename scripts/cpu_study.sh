@@ -4,13 +4,13 @@
 # runs are read back, an interrupted one resumes from its checkpoint.
 #
 #   nice -n 10 bash scripts/cpu_study.sh study DATA_DIR OUT   # Table 1, both protocols, seed by seed
-#   nice -n 10 bash scripts/cpu_study.sh width DATA_DIR OUT   # the width trend, cheap widths first; a validation pilot
+#   nice -n 10 bash scripts/cpu_study.sh width-a DATA_DIR OUT # the width trend, cheap widths first (and width-b)
 #
 # The plain one-command forms (no priority order) are
 #   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
 #   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
 set -u
-lane=${1:?lane: study | width}; data=${2:?DATA_DIR}; out=${3:?OUT}
+lane=${1:?lane: study | width-a | width-b}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
 case "$lane" in
@@ -21,19 +21,22 @@ study)
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main --data-dir "$data" --out "$out/cpu" --no-progress; done
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
     --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
-width)
-  # Widths 8, 16, 32 with 3 seeds each (cheap first), then the poster protocol's ADAM at the cpu size on the
-  # 5,000-image validation split (configuration H of docs/results/README.md is BinaryConnect's), then width 64.
-  cells=""
-  for w in 8 16 32; do
-    cells="$cells c10-smallcnn-w$w.adam c10-smallcnn-w$w.bc-adam c10-smallcnn-w$w.sr-adam"
-    $q width-trend --seeds 3 --workers 1 --cells $cells --data-dir "$data" --out "$out/width" --no-progress
-  done
-  run="$out/pilot/poster-adam-val"
-  if [ ! -f "$run/summary.json" ]; then
-    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
-    else $q train --config src/qtrain/experiments/presets/cpu/$P.adam.yaml --val-size 5000 --data-dir "$data" --out "$run" --no-progress; fi
+width-a|width-b)
+  # The width trend in two lanes (separate folders, gathered by scripts/collect_study.sh): cheap widths first;
+  # width 16 comes from the mini study (docs/results/mini/, identical settings). Then the poster protocol's
+  # ADAM at the cpu size on the 5,000-image validation split (configuration H of docs/results/README.md is
+  # BinaryConnect's), and the rest.
+  W=c10-smallcnn-w
+  if [ "$lane" = width-a ]; then first="${W}8.adam ${W}8.bc-adam ${W}32.adam"; rest="${W}32.sr-adam ${W}64.adam ${W}64.bc-adam"
+  else first="${W}8.sr-adam ${W}32.bc-adam"; rest="${W}64.sr-adam"; fi
+  $q width-trend --seeds 3 --workers 1 --cells $first --data-dir "$data" --out "$out/$lane" --no-progress
+  if [ "$lane" = width-b ]; then
+    run="$out/pilot/poster-adam-val"
+    if [ ! -f "$run/summary.json" ]; then
+      if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+      else $q train --config src/qtrain/experiments/presets/cpu/$P.adam.yaml --val-size 5000 --data-dir "$data" --out "$run" --no-progress; fi
+    fi
   fi
-  $q width-trend --seeds 3 --workers 1 --data-dir "$data" --out "$out/width" --no-progress ;;
-*) echo "lane must be study or width, not $lane" >&2; exit 2 ;;
+  $q width-trend --seeds 3 --workers 1 --cells $first $rest --data-dir "$data" --out "$out/$lane" --no-progress ;;
+*) echo "lane must be study, width-a or width-b, not $lane" >&2; exit 2 ;;
 esac
