@@ -5,7 +5,7 @@ from qtrain.cli import main as cli
 from qtrain.experiments import render
 from qtrain.experiments.reproduce import run_reproduce
 
-VERDICTS = {"reproduced", "not reproduced", "inconclusive", None}
+VERDICTS = {"reproduced", "not reproduced", "inconclusive", "holds by construction", None}
 
 
 def test_reproduce_quick_reduced(tmp_path):
@@ -23,8 +23,13 @@ def test_reproduce_quick_reduced(tmp_path):
         assert (tmp_path / c["figure"]).is_file()
         assert c["verdict"] is not None or c["reason"]
     assert md.count("- Verdict: ") == len(report["claims"]) == report["total"]
-    assert report["total"] == report["reproduced"] + report["not_reproduced"] + report["inconclusive"] + report["no_verdict"]
-    assert f"{report['total']} claims: {report['reproduced']} reproduced" in md
+    kinds = ("reproduced", "not_reproduced", "inconclusive", "by_construction", "no_verdict")
+    assert report["total"] == sum(report[k] for k in kinds)
+    t1, th = report["table1_counts"], report["theory_counts"]  # two headlines: Table 1's and the theory's
+    assert t1["total"] == 7 and th["total"] == 10 and all(t1[k] + th[k] == report[k] for k in kinds)
+    assert md.startswith(f"# qtrain reproduction report (quick scale)\n\n**7 Table 1 claims: {t1['reproduced']} reproduced")
+    assert f"**10 theory checks (deterministic): {th['reproduced']} reproduced" in md
+    assert md.count("- Power: ") == sum(c["mde"] is not None for c in report["claims"]) > 0
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["total"] == report["total"] and saved["seeds"] == 2
     assert all(c["seeds"] == [0, 1] and c["n_test"] == 300 for c in saved["table1_cells"])
@@ -44,6 +49,12 @@ def test_reproduce_quick_reduced(tmp_path):
     # the theory verdicts hold even at the reduced size
     verdict = {c["id"]: c["verdict"] for c in report["claims"]}
     assert all(verdict[k] == "reproduced" for k in ("thm1-floor", "bounds", "cor1-bc", "toy-bc", "toy-sr", "thm5-spread"))
+    # --report-only rewrites the same verdicts from the records, training and computing nothing
+    (tmp_path / "report.md").unlink()
+    again = run_reproduce("quick", tmp_path, epochs=1, train_subset=256, progress=False, log=lines.append, seeds=2,
+                          report_only=True)
+    assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in report["claims"]]
+    assert again["table1"]["runs_trained"] == 0 and "--report-only" in (tmp_path / "report.md").read_text()
 
 
 def test_wall_time_says_when_runs_were_reused():

@@ -116,3 +116,19 @@ def test_table1_cli_list_and_errors(capsys, tmp_path):
     assert "unknown cell" in capsys.readouterr().err
     assert cli(["table1", "--scale", "quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds=0 must be a positive integer" in capsys.readouterr().err
+
+
+def test_plan_seeds_cli_reads_the_pilot(tmp_path, capsys):
+    import json
+
+    from qtrain.cli import main as cli
+
+    cells = [{"column": "c", "row": r, "paper_column": "c10-vgg9", "test_errors": e, "weight_change_means": w}
+             for r, e, w in (("adam", [40.0, 40.5, 39.5], None), ("bc-adam", [48.0, 52.0, 50.0], [40.0, 41.0, 39.0]),
+                             ("big-sr-adam", [60.0, 59.0, 61.0], [30.0, 31.0, 29.0]),
+                             ("sr-adam", [58.0, 57.0, 58.5], [48.0, 49.0, 48.5]), ("r-adam", [65.4, 65.5, 65.4], [0, 0, 0]))]
+    (tmp_path / "table1.json").write_text(json.dumps({"cells": cells}))
+    assert cli(["table1", "--scale", "mini", "--out", str(tmp_path), "--plan-seeds", "--difference", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| c | R-ADAM − SR-ADAM (SR beats R) | 0.76, 0.06 | 3 |" in out and "difference of 2 points" in out
+    assert cli(["table1", "--scale", "mini", "--out", str(tmp_path / "none"), "--plan-seeds"]) == 2

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from qtrain.experiments import stats, verdicts
-from qtrain.experiments.verdicts import INCONCLUSIVE, NOT_REPRODUCED, ONE_SEED, REPRODUCED
+from qtrain.experiments import planning, stats, verdicts
+from qtrain.experiments.verdicts import BY_CONSTRUCTION, INCONCLUSIVE, NOT_REPRODUCED, ONE_SEED, REPRODUCED
 
 
 def test_t_tail_and_welch_match_scipy():
@@ -45,7 +45,7 @@ def spread(center, n=5, width=0.5):
     return [center + width * (k - (n - 1) / 2) for k in range(n)]
 
 
-GOOD = {"adam": spread(5), "bc-adam": spread(7), "big-sr-adam": spread(12), "sr-adam": spread(16), "r-adam": spread(22)}
+GOOD = {"adam": spread(5, width=0.2), "bc-adam": spread(6, width=0.2), "big-sr-adam": spread(12), "sr-adam": spread(16), "r-adam": spread(22)}
 WC = {"bc-adam": spread(10), "big-sr-adam": spread(25), "sr-adam": spread(40), "r-adam": [0.1, 0.0, 0.2, 0.1, 0.0]}
 PEAKS = {"bc-adam": spread(15, width=1.0), "sr-adam": spread(50), "big-sr-adam": spread(30), "r-adam": spread(0.5, width=0.1)}
 
@@ -55,7 +55,10 @@ def test_clear_effects_are_reproduced():
     assert set(claims) == {"order", "bc-close", "sr-beats-r", "big-batch", "explore", "bc-under-20", "r-still"}
     assert {k: c.verdict for k, c in claims.items()} == dict.fromkeys(claims, REPRODUCED)
     assert "R-ADAM − SR-ADAM = +6.00 ± 0.50 points" in claims["sr-beats-r"].effect
-    assert claims["bc-under-20"].effect.startswith("mean − 20 = -5.00 ± 0.71")
+    assert claims["bc-under-20"].effect.startswith("mean − 20 = -5.00 ± 0.71 points (poster's direction; t = ")
+    assert all(c.mde is not None and c.mde > 0 for c in claims.values())
+    assert set(claims["order"].mde_pairs) == {"BC-ADAM − ADAM", "Big SR-ADAM − BC-ADAM", "SR-ADAM − Big SR-ADAM",
+                                              "R-ADAM − SR-ADAM"}
 
 
 def test_reversed_effects_are_not_reproduced():
@@ -66,6 +69,7 @@ def test_reversed_effects_are_not_reproduced():
     for key in ("order", "bc-close", "sr-beats-r", "explore", "bc-under-20", "r-still"):
         assert claims[key].verdict == NOT_REPRODUCED, key
     assert claims["big-batch"].verdict == REPRODUCED
+    assert "(reversed; Welch t = " in claims["sr-beats-r"].effect and "poster's direction" not in claims["sr-beats-r"].effect
 
 
 def test_pure_noise_is_inconclusive():
@@ -98,10 +102,12 @@ def test_missing_data_gives_no_verdict_with_the_reason():
 
 
 def test_tally_counts_every_kind():
-    claims = [{"verdict": v} for v in (REPRODUCED, REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, None)]
+    claims = [{"verdict": v} for v in (REPRODUCED, REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, BY_CONSTRUCTION, None)]
     counts = verdicts.tally(claims)
-    assert counts == {"reproduced": 2, "not_reproduced": 1, "inconclusive": 1, "no_verdict": 1, "total": 5}
-    assert verdicts.headline(counts) == "5 claims: 2 reproduced, 1 not reproduced, 1 inconclusive, 1 without a verdict"
+    assert counts == {"reproduced": 2, "not_reproduced": 1, "inconclusive": 1, "by_construction": 1, "no_verdict": 1,
+                      "total": 6}
+    assert verdicts.headline(counts, "Table 1 claims") == ("6 Table 1 claims: 2 reproduced, 1 not reproduced, 1 inconclusive, "
+                                                           "1 by construction, 1 without a verdict")
     assert verdicts.pm([1.0, 3.0]) == "2.00 ± 1.00" and verdicts.pm([2.0]) == "2.00"
 
 
@@ -112,3 +118,66 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(f"qtrain.experiments.{name}"), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _margin_column(bc_center):
+    """ADAM 40, SR 58 (SR's gap 18; the margin is rho * 18 = 2.81 points, rho = 2.39 / 15.36 from VGG-9)."""
+    return column({"adam": spread(40, 5, 0.2), "bc-adam": spread(bc_center, 5, 0.2), "sr-adam": spread(58, 5, 0.2)})
+
+
+@pytest.mark.parametrize("bc, verdict", [(41.0, REPRODUCED), (42.8, INCONCLUSIVE), (50.0, NOT_REPRODUCED)])
+def test_comparable_is_judged_against_the_posters_margin(bc, verdict):
+    rho = verdicts.bc_margin_share("c10-vgg9")
+    assert rho == pytest.approx(2.39 / 15.36)
+    claim = by_id(verdicts.table1_claims(_margin_column(bc)))["bc-close"]
+    assert claim.verdict == verdict
+    assert f"margin ρ(SR − ADAM) = {rho:.3f} × 18.00 = {rho * 18:.2f} points" in claim.measured
+    assert "95% interval [" in claim.measured and "(poster: 2.39)" in claim.measured
+    assert "BC − ADAM = 2.39 points (c10-vgg9" in claim.poster
+
+
+def test_zero_spread_is_said_as_such():
+    claims = by_id(verdicts.table1_claims(column({"sr-adam": [50.0, 50.0, 50.0], "r-adam": [60.0, 60.0, 60.0]})))
+    eff = claims["sr-beats-r"].effect
+    assert "no spread over the seeds" in eff and "inf" not in eff and claims["sr-beats-r"].verdict == REPRODUCED
+    assert claims["sr-beats-r"].mde == 0.0
+
+
+def _history(step, gap=1.0, epochs=2):
+    return [{"epoch": e, "max_abs_base_step": {"l0": step / 2, "l1": step}, "half_level_gap": {"l0": gap, "l1": gap}}
+            for e in range(1, epochs + 1)]
+
+
+def test_r_that_cannot_move_holds_by_construction():
+    rec = verdicts.step_summary("r", [_history(0.11), _history(0.05)], [0, 1])
+    assert rec["cannot_move"] and rec["max_abs_base_step"] == 0.11 and rec["layer"] == "l1" and rec["seed"] == 0
+    assert not verdicts.step_summary("r", [_history(0.11), _history(1.0)], [0, 1])["cannot_move"]  # reaches Δ/2
+    assert verdicts.step_summary("r", [_history(0.11), [{"epoch": 1}]], [0, 1]) is None  # no record: unknown
+    assert verdicts.step_summary("float", [_history(0.0)], [0]) is None
+    assert not verdicts.step_summary("sr", [_history(0.11)], [0])["cannot_move"]  # SR moves with any step
+    cells = column(GOOD, WC, PEAKS)
+    for c in cells:
+        if c["row"] == "r-adam":
+            c["step_record"] = rec
+    claims = by_id(verdicts.table1_claims(cells))
+    assert claims["r-still"].verdict == BY_CONSTRUCTION and claims["r-still"].mde is None
+    assert "max|s_t| = 0.11" in claims["r-still"].measured and "Δ/2 = 1" in claims["r-still"].measured
+    assert "R-ADAM's conv weights never moved" in claims["sr-beats-r"].measured
+    assert verdicts.tally([{"verdict": c.verdict} for c in claims.values()])["by_construction"] == 1
+    rec_moving = verdicts.step_summary("r", [_history(2.0)], [0])
+    for c in cells:
+        if c["row"] == "r-adam":
+            c["step_record"] = rec_moving
+    claims = by_id(verdicts.table1_claims(cells))
+    assert claims["r-still"].verdict == REPRODUCED and "steps could change weights" in claims["r-still"].measured
+    assert "never moved" not in claims["sr-beats-r"].measured
+
+
+def test_plan_seeds_from_pilot_runs():
+    plan = planning.plan_seeds(column(GOOD, WC, PEAKS), difference=2.0)
+    by = {p["test"]: p for p in plan}
+    sr_r = by["R-ADAM − SR-ADAM (SR beats R)"]
+    assert sr_r["seeds_now"] == 5 and 0 < sr_r["power_now"] <= 1 and sr_r["seeds_needed"] >= 2
+    assert "(BC − ADAM) − ρ(SR − ADAM) (BC comparable)" in by
+    lacking = planning.plan_seeds(column({"sr-adam": spread(16)}))
+    assert all("reason" in p for p in lacking)

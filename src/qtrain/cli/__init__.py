@@ -17,7 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 # sub-command modules, in the order they appear in --help
-_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export")
+_MODULES = ("qtrain.cli.theory", "qtrain.cli.train", "qtrain.cli.experiments", "qtrain.cli.export", "qtrain.cli.verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

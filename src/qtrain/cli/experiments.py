@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--cells", nargs="*", help="only these cells (names from --list)")
     p.add_argument("--list", action="store_true", help="list the scale's cells and their preset files, then exit")
     p.add_argument("--report-only", action="store_true", help="only collect finished runs into the report")
+    p.add_argument("--plan-seeds", action="store_true",
+                   help="read the pilot runs' OUT/table1.json and print the seeds per method each test needs for 80%% "
+                   "power at --difference; trains nothing")
+    p.add_argument("--difference", type=float, default=2.0, metavar="D",
+                   help="with --plan-seeds: the difference to detect, in points (default 2)")
     p.add_argument("--seeds", type=int, help=SEEDS_HELP)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
@@ -44,6 +49,8 @@ def register(sub) -> None:
     r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
+    r.add_argument("--report-only", action="store_true",
+                   help="train and compute nothing: rewrite the report from OUT's theory/*.json and finished runs")
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every Table 1 cell")
     r.add_argument("--no-progress", dest="progress", action="store_false")
     r.set_defaults(func=reproduce)
@@ -73,6 +80,11 @@ def table1(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ValueError("--out DIR is required")
+    if args.plan_seeds:
+        from ..experiments.planning import plan_seeds, plan_table, read_pilot
+
+        print(plan_table(plan_seeds(read_pilot(args.out), difference=args.difference)), end="")
+        return 0
     from ..train.lock import run_lock
 
     with run_lock(args.out, "table1"):
@@ -103,7 +115,7 @@ def reproduce(args: argparse.Namespace) -> int:
     with run_lock(args.out, "reproduce"):
         run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
                       epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
-                      command=shlex.join(["qtrain"] + sys.argv[1:]), **parse_set(args.set))
+                      command=shlex.join(["qtrain"] + sys.argv[1:]), report_only=args.report_only, **parse_set(args.set))
     print(f"report: {args.out / 'report.md'}")
     return 0
 

@@ -99,3 +99,10 @@ def seeds_needed(sds: Sequence[float], weights: Sequence[float], delta: float, a
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid, hi)
     return hi
+
+
+def interval(est: float, se: float, df: float, level: float = 0.95) -> Tuple[float, float]:
+    """Two-sided ``level`` confidence interval :math:`\\hat C \\pm t_{(1+\\mathrm{level})/2,\\nu}\\,\\mathrm{SE}`."""
+    _, st = _scipy()
+    half = 0.0 if se == 0 else float(st.t.ppf((1 + level) / 2, df)) * se
+    return est - half, est + half

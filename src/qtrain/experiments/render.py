@@ -15,15 +15,27 @@ import re
 from typing import List
 
 from .columns import agreement_lines
-from .table1 import seeds_text, table
-from .verdicts import headline
+from .table1 import provenance_text, seeds_text, table
+from .verdicts import headline as _headline
+
+
+def headline(report: dict) -> str:
+    """Table 1's count and the theory's count, on separate lines (reports before them: all claims)."""
+    if "table1_counts" not in report:
+        return f"**{_headline(report)}.**"
+    return (f"**{_headline(report['table1_counts'], 'Table 1 claims')}.**\n\n"
+            f"**{_headline(report['theory_counts'], 'theory checks (deterministic)')}.**")
 
 
 def machine_prose(report: dict) -> str:
     m, t1 = report["machine"], report["table1"]
+    if report.get("report_only"):
+        return (f"Rewritten on host {m['host']}, {m['cpu']} CPU (capability {m.get('capability', '?')}); torch "
+                f"{m['torch']}, Python {m['python']}, qtrain {m['qtrain']}.")
     threads = sorted({c["threads"] for c in report["table1_cells"]}, key=str)
     per_run = ", ".join("torch's default" if t is None else str(t) for t in threads) or "–"
-    return (f"Machine: host {m['host']}, {m['cpu']} CPU with {m.get('cores', '?')} cores"
+    return (f"Machine: host {m['host']}, {m['cpu']} CPU"
+            + (f" (capability {m['capability']})" if m.get("capability") else "") + f" with {m.get('cores', '?')} cores"
             + (f" and a {m['cuda']} GPU" if m.get("cuda") else ", no GPU")
             + f"; torch {m['torch']}, Python {m['python']}, qtrain {m['qtrain']}. The theory parts ran with "
             f"{m['threads']} torch threads; Table 1 ran in {t1['workers']} worker process(es) with {per_run} torch "
@@ -33,6 +45,10 @@ def machine_prose(report: dict) -> str:
 def wall_time(report: dict) -> str:
     t1 = report["table1"]
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
+    if report.get("report_only"):
+        return (f"Rewritten with `--report-only` from the theory records and the finished runs in {report['wall_seconds']:.0f} s "
+                f"({report['finished']}); nothing was trained or computed again. The runs' own times are in their "
+                "`summary.json`.")
     text = f"Wall time {report['wall_seconds']:.0f} s ({parts})"
     text += f", from {report['started']} to {report['finished']}." if report.get("started") else "."
     if t1["runs_reused"]:
@@ -53,8 +69,10 @@ def _cell(text: str) -> str:
 
 def markdown(report: dict) -> str:
     seeds = sorted({tuple(c["seeds"]) for c in report["table1_cells"]})
-    lines = [f"# qtrain reproduction report ({report['scale']} scale)", "", f"**{headline(report)}.**", "",
+    lines = [f"# qtrain reproduction report ({report['scale']} scale)", "", headline(report), "",
              wall_time(report), "", machine_prose(report), ""]
+    if report.get("run_machines") is not None:
+        lines += [provenance_text(report["run_machines"]), ""]
     if report.get("command"):
         lines += [f"Command: `{report['command']}`", ""]
     lines += [f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
@@ -78,6 +96,13 @@ def markdown(report: dict) -> str:
             lines.append(f"- Effect: {c['effect']}")
         if c.get("reason"):
             lines.append(f"- No verdict because: {c['reason']}")
+        if c.get("mde_pairs"):
+            lines.append("- Power: the smallest difference each pair's test detects with 80% power at its level "
+                         "(these seeds, the spreads measured): "
+                         + ", ".join(f"{k} {v:.2f} points" for k, v in c["mde_pairs"].items()))
+        elif c.get("mde") is not None:
+            lines.append(f"- Power: the smallest difference this test detects with 80% power at its level "
+                         f"(these seeds, the spreads measured): {c['mde']:.2f} points")
         lines += [f"- Poster: {c['poster']} ({c['source']})", "", f"![{c['id']}]({c['figure']})", ""]
     lines += ["Details: `theory/*.json`, `table1/table1.md`, `table1/table1.json`, `table1/runs/*/seed*/metrics.jsonl`."]
     return "\n".join(lines) + "\n"

@@ -32,11 +32,13 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                   epochs: Optional[int] = None, progress: bool = True, log: Callable = print,
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
                   seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
-                  **overrides) -> dict:
+                  report_only: bool = False, **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
     ``command`` (the command line, if any) is recorded in the report. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
     quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
+    ``report_only`` computes nothing: it reads ``theory/*.json`` and the finished Table 1 runs
+    under ``out`` and writes the report again (with the current rules).
     """
     from ..plots.theory import draw
     from ..theory import convex, markov, toy
@@ -58,7 +60,9 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         if part == "table1":
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
                                        log=log, epochs=epochs, device=device, train_subset=train_subset, seeds=seeds,
-                                       workers=workers, **overrides)
+                                       workers=workers, report_only=report_only, **overrides)
+        elif report_only:
+            results[part] = _read_theory(out / "theory" / f"{part}.json")
         else:
             module = {"convex": convex, "toy": toy, "markov": markov}[part]
             results[part] = module.run(str(out / "theory"), seed=seed, quick=quick)
@@ -66,10 +70,12 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         times[part] = time.perf_counter() - t0
         log(f"   {part} done in {times[part]:.1f} s")
     t1 = results["table1"]
-    claims = [asdict(c) for c in theory_claims(results["convex"], results["toy"], results["markov"])] + t1["claims"]
+    theory = [asdict(c) for c in theory_claims(results["convex"], results["toy"], results["markov"])]
+    claims = theory + t1["claims"]
     counts = verdicts.tally(claims)
     report = {"scale": scale, "seed": seed, "seeds": t1["seeds_requested"] if seeds is None else seeds,
-              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": overrides, "claims": claims, **counts,
+              "default_seeds": SEEDS[scale], "alpha": stats.ALPHA, "overrides": overrides, "claims": claims,
+              "table1_counts": verdicts.tally(t1["claims"]), "theory_counts": verdicts.tally(theory), **counts,
               "seconds": times, "wall_seconds": time.perf_counter() - t_start, "command": command,
               "started": started, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "table1": {k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},
@@ -77,17 +83,30 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                                                  "test_errors", "test_error", "test_error_sem", "weight_change_mean",
                                                  "n_test", "model", "data", "width", "threads", "steps", "protocol")}
                               for c in t1["cells"]],
-              "machine": machine()}
+              "machine": machine(), "run_machines": t1.get("run_machines", []), "report_only": report_only}
     atomic_write_json(out / "report.json", report)
     md = render.markdown(report)
     atomic_write_bytes(out / "report.md", md.encode())
     atomic_write_bytes(out / "report.html", render.to_html(md, f"qtrain reproduction report ({scale} scale)").encode())
-    log(f"== reproduce: {verdicts.headline(counts)}; report in {out / 'report.md'} ==")
+    log(f"== reproduce: {verdicts.headline(report['table1_counts'], 'Table 1 claims')}; "
+        f"{verdicts.headline(report['theory_counts'], 'theory checks')}; report in {out / 'report.md'} ==")
     return report
 
 
+def _read_theory(path: Path) -> dict:
+    """A theory part's record as its run wrote it (for ``report_only``)."""
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --report-only needs the theory parts of an earlier run in --out "
+                                "(run without --report-only first)")
+    return json.loads(path.read_text())
+
+
 def machine() -> dict:
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": cores(),
+    from ..train.provenance import cpu_capability, cpu_model
+
+    return {"host": platform.node(), "cpu": cpu_model(), "capability": cpu_capability(), "cores": cores(),
             "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "qtrain": __version__, "python": platform.python_version()}
 

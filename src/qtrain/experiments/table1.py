@@ -216,7 +216,9 @@ def summarise(scale: str, results: List[dict]) -> dict:
                      "n_test": s0.get("n_test"), "threads": s0.get("config", {}).get("threads"),
                      "seconds": sum(s["seconds"] for s in ss), "batch_size": s0["batch_size"], "epochs": s0["epochs"],
                      "model": s0["model"], "data": s0["data"], "width": r.get("width"),
-                     "steps": _steps(s0, r["histories"][0]), "protocol": columns.protocol(s0.get("config", {}))})
+                     "steps": _steps(s0, r["histories"][0]), "protocol": columns.protocol(s0.get("config", {})),
+                     "grid": s0.get("config", {}).get("grid"),
+                     "step_record": verdicts.step_summary(s0.get("method"), r["histories"], r["seeds"])})
     checks = {}
     for column in sorted({r["column"] for r in rows}):
         err = {r["row"]: r["test_error"] for r in rows if r["column"] == column}
@@ -226,7 +228,33 @@ def summarise(scale: str, results: List[dict]) -> dict:
                           "pairs": len(present) * (len(present) - 1) // 2}
     claims = [dataclasses.asdict(c) for c in bigbatch.equal_steps(verdicts.table1_claims(rows), rows)]
     return {"scale": scale, "alpha": stats.ALPHA, "cells": rows, "checks": checks, "claims": claims,
-            "counts": verdicts.tally(claims), "histories": {r["cell"]: _mean_history(r["histories"]) for r in results}}
+            "counts": verdicts.tally(claims), "run_machines": run_machines(results), "histories": {r["cell"]: _mean_history(r["histories"]) for r in results}}
+
+
+def run_machines(results: List[dict]) -> List[dict]:
+    """The distinct (machine, data digest) records of the runs' ``summary.json``, with how many runs each."""
+    seen: Dict[str, dict] = {}
+    for r in results:
+        for s in r["summaries"]:
+            rec = {"machine": s.get("machine"), "data_sha256": s.get("data_sha256")}
+            key = json.dumps(rec, sort_keys=True)
+            seen.setdefault(key, dict(rec, runs=0))["runs"] += 1
+    return list(seen.values())
+
+
+def provenance_text(machines: List[dict]) -> str:
+    """One sentence: where the runs ran, and when their numbers can be expected to agree bit for bit."""
+    parts = []
+    for m in machines:
+        mm = m.get("machine")
+        where = ("machine not recorded (runs made before it was)" if not mm else
+                 f"{mm.get('cpu')}, CPU capability {mm.get('capability')}, torch {mm.get('torch')}, "
+                 f"{mm.get('threads')} thread(s)" + (f", GPU {mm['gpu']}" if mm.get("gpu") else ""))
+        digest = f"data sha256 {m['data_sha256'][:16]}…" if m.get("data_sha256") else "data digest not recorded"
+        parts.append(f"{m['runs']} run(s): {where}; {digest}")
+    return ("Runs: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
+            "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
+            "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
 
 
 def _steps(summary: dict, history: list) -> Optional[int]:
@@ -310,7 +338,8 @@ def markdown(report: dict) -> str:
     reuse = report.get("runs_reused", 0)
     lines += ["", f"Runs: {report.get('runs_trained', 0)} trained now, {reuse} finished earlier and reused"
               + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
-              + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", ""]
+              + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
+              provenance_text(report.get("run_machines", [])), ""]
     if report.get("missing"):
         by: Dict[str, list] = {}
         for m in report["missing"]:
@@ -318,7 +347,7 @@ def markdown(report: dict) -> str:
         lines += [f"**Partial table**: {len(report['missing'])} requested run(s) not finished (the same command "
                   "trains them; finished runs are reused): " + "; ".join(f"{c} seed(s) {', '.join(s)}" for c, s in by.items())
                   + ".", ""]
-    lines += [f"## Claims ({verdicts.headline(report['counts'])})", ""] + columns.agreement_lines(report)
+    lines += [f"## Claims ({verdicts.headline(report['counts'], 'Table 1 claims')})", ""] + columns.agreement_lines(report)
     for c in report["claims"]:
         lines.append(f"- **{c['verdict'] or 'no verdict'}**: {c['claim']}{columns.of_claim(report, c['id'])}. "
                      f"Measured: {c['measured']}."
