@@ -319,7 +319,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def step_record(self, reset: bool = False) -> Dict[str, dict]:
         r"""Per quantized tensor, ``max_abs_base_step`` (the largest :math:`|s_t|` of any entry over the
-        steps since the last reset, as realized in float32 before rounding) and ``half_level_gap``
+        steps since the last reset, as computed in the working precision before rounding) and ``half_level_gap``
         (the move that changes a level under :math:`Q_d`: :math:`\Delta/2`; ``None`` on float-format
         grids). R cannot change a weight in a step whose record is below the half gap. Needs
         ``record_steps=True``; ``reset`` starts a new record after reading this one."""

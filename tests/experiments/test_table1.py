@@ -132,3 +132,19 @@ def test_plan_seeds_cli_reads_the_pilot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| c | R-ADAM − SR-ADAM (SR beats R) | 0.76, 0.06 | 3 |" in out and "difference of 2 points" in out
     assert cli(["table1", "--scale", "mini", "--out", str(tmp_path / "none"), "--plan-seeds"]) == 2
+
+
+def test_r_that_cannot_move_holds_by_construction_end_to_end(tmp_path):
+    """A tiny lr: R's steps (~1e-5) never reach the half gap s, so "R-ADAM barely moves" holds by
+    construction (counted apart), and "SR beats R" says R's weights never moved."""
+    only = ["digits-smallcnn.sr-adam", "digits-smallcnn.r-adam"]
+    report = run_table1("quick", tmp_path, only=only, progress=False, epochs=1, train_subset=128, seeds=2,
+                        workers=1, lr=1e-5, log=lambda *_: None)
+    claims = {c["id"].split("-", 2)[-1]: c for c in report["claims"]}
+    assert claims["r-still"]["verdict"] == "holds by construction" and claims["r-still"]["mde"] is None
+    rec = next(c for c in report["cells"] if c["row"] == "r-adam")["step_record"]
+    assert rec["cannot_move"] and 0 < rec["max_abs_base_step"] < 1e-4 < rec["half_level_gap"]
+    assert f"max|s_t| = {rec['max_abs_base_step']:.3g}" in claims["r-still"]["measured"]
+    assert "R-ADAM's conv weights never moved" in claims["sr-beats-r"]["measured"]
+    assert report["counts"]["by_construction"] == 1
+    assert "1 by construction" in (tmp_path / "table1.md").read_text()

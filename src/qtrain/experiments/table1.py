@@ -252,7 +252,7 @@ def provenance_text(machines: List[dict]) -> str:
                  f"{mm.get('threads')} thread(s)" + (f", GPU {mm['gpu']}" if mm.get("gpu") else ""))
         digest = f"data sha256 {m['data_sha256'][:16]}…" if m.get("data_sha256") else "data digest not recorded"
         parts.append(f"{m['runs']} run(s): {where}; {digest}")
-    return ("Runs: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
+    return ("Where the runs ran: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
             "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
             "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
 

@@ -198,9 +198,10 @@ def step_summary(method: str, histories: Sequence[list], seeds: Sequence[int]) -
 
 
 def _step_text(rec: dict) -> str:
-    return (f"largest base step max|s_t| = {rec['max_abs_base_step']:.3g} ({rec['layer']}, epoch {rec['epoch']}, "
-            f"seed {rec['seed']}) against the half level gap Δ/2 = {rec['half_level_gap']:.3g} a weight must cross "
-            "to change level")
+    below = "below" if rec["ratio"] < 1 else "not below"
+    return (f"the largest base step over every tensor, epoch and seed, max|s_t| = {rec['max_abs_base_step']:.3g} "
+            f"({rec['layer']}, epoch {rec['epoch']}, seed {rec['seed']}), is {below} the half level gap "
+            f"Δ/2 = {rec['half_level_gap']:.3g} a weight must cross to change level")
 
 
 def _wc_note(cs: dict) -> str:
@@ -245,8 +246,8 @@ def _column_claims(col: str, cs: Dict[str, dict]) -> List[Claim]:
                      max(pairs.values()) if pairs else None, pairs))
     out.append(_bc_close(col, cs, paper, paper_col, src, fig, err))
     v, eff, why, m = comparison(cs, "sr-adam", "r-adam", "test_errors", "points")
-    frozen_note = (f"; R-ADAM's conv weights never moved ({_step_text(r_rec)}, in every tensor, epoch and seed): "
-                   "SR-ADAM is compared with a net whose quantized weights keep their random initial values"
+    frozen_note = (f"; R-ADAM's conv weights never moved ({_step_text(r_rec)}): SR-ADAM is compared with a net "
+                   "whose quantized weights keep their random initial values"
                    if r_frozen else "")
     out.append(Claim(f"{col}-sr-beats-r", "SR-ADAM outperforms R-ADAM", src, fig,
                      (err("sr-adam", "r-adam") or "–") + frozen_note,
@@ -277,7 +278,7 @@ def _column_claims(col: str, cs: Dict[str, dict]) -> List[Claim]:
     measured = "% of quantized weights changed at the end (mean over layers): " + wc("weight_change_means", "r-adam")
     if r_frozen:
         v, eff, why, m = BY_CONSTRUCTION, f"{_step_text(r_rec)}: no step could change a weight", None, None
-        measured += f"; {_step_text(r_rec)}, in every tensor, epoch and seed"
+        measured += f"; {_step_text(r_rec)}"
     else:
         v, eff, why, m = threshold(cs, "r-adam", "weight_change_means", R_MAX_CHANGED, "points")
         if r_rec:

@@ -4,6 +4,8 @@
 :class:`~qtrain.QuantizedOptimizer`, writes a first checkpoint (so a full disk or a read-only
 folder shows before training), then per epoch trains, evaluates, appends a line to
 ``metrics.jsonl`` and writes ``checkpoint.pt`` (digest-checked, holding the metrics history).
+``config.json`` holds the settings and where they ran (:mod:`~qtrain.train.provenance`: machine,
+data digest); each BC/R/SR row holds the step record (``max_abs_base_step``, ``half_level_gap``).
 Within an epoch it also saves every ``checkpoint_minutes`` and on SIGINT/SIGTERM
 (:mod:`~qtrain.train.stopping`), recording the batches done :math:`k` and the running sums.
 ``run(..., resume=True)`` continues from the checkpoint, skipping the first :math:`k` batches
