@@ -10,7 +10,7 @@
 #   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
 #   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
 set -u
-lane=${1:?lane: study | width-a | width-b}; data=${2:?DATA_DIR}; out=${3:?OUT}
+lane=${1:?lane: study | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
 case "$lane" in
@@ -38,5 +38,16 @@ width-a|width-b)
     fi
   fi
   $q width-trend --seeds 3 --workers 1 --cells $first $rest --data-dir "$data" --out "$out/$lane" --no-progress ;;
-*) echo "lane must be study, width-a or width-b, not $lane" >&2; exit 2 ;;
+runs)
+  # Given runs in the given order: bash scripts/cpu_study.sh runs DATA_DIR OUT SCALE CELL:SEED ... (the same run
+  # folders OUT/runs/<cell>/seed<k> and settings as `qtrain table1 --scale SCALE`, so its report reads them back)
+  scale=${4:?SCALE}; shift 4
+  for job in "$@"; do
+    cell=${job%%:*}; seed=${job##*:}; run="$out/runs/$cell/seed$seed"
+    [ -f "$run/summary.json" ] && continue
+    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+    else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
+      --out "$run" --no-progress; fi
+  done ;;
+*) echo "lane must be study, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
 esac

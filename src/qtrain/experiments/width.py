@@ -123,6 +123,7 @@ def markdown(t: dict) -> str:
         lines.append(f"- {name}: {f['slope']:+.2f} ± {f['slope_se']:.2f} points per doubling of the width "
                      f"(weighted least squares on log2(width), {f['points']} widths, χ² = {f['chi2']:.1f} on "
                      f"{f['chi2_df']} df" + (f", SEs widened x{f['se_widened_by']:.2f} for the scatter" if f["se_widened_by"] > 1 else "")
+                     + (": two widths, so nothing checks that a line fits" if f["chi2_df"] == 0 else "")
                      + f"); extrapolated to width {f['extrapolated_width']}: {f['extrapolated_gap']:+.1f} "
                      f"± {f['extrapolated_se']:.1f} points, assuming the line holds past the widths measured.")
     return "\n".join(lines) + "\n"

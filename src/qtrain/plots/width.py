@@ -30,8 +30,8 @@ def gaps_vs_width(t: dict, path: Path) -> Path:
             ax.plot(ws, [f["intercept_at_mean"] + f["slope"] * (math.log2(w) - f["x_mean"]) for w in ws], ls=":",
                     color=color, lw=1, label=f"fit: {f['slope']:+.1f} ± {f['slope_se']:.1f} per doubling")
         ax.axhline(t["poster_gap"][r], ls="--", color=color, lw=0.8, alpha=0.7)
-        ax.annotate(f"poster VGG-9: {t['poster_gap'][r]:.2f}", (ax.get_xlim()[0], t["poster_gap"][r]), fontsize=7,
-                    color=color, va="bottom")
+        ax.text(0.01, t["poster_gap"][r], f"poster VGG-9: {t['poster_gap'][r]:.2f}", fontsize=7, color=color,
+                va="bottom", transform=ax.get_yaxis_transform())
     ax.set_xscale("log", base=2)
     ax.set_xticks(t["widths"], [str(w) for w in t["widths"]])
     ax.set(xlabel="smallcnn width (channels of the first block)", ylabel="gap to ADAM (points of test error)")
