@@ -339,7 +339,7 @@ def markdown(report: dict) -> str:
     lines += ["", f"Runs: {report.get('runs_trained', 0)} trained now, {reuse} finished earlier and reused"
               + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
               + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
-              provenance_text(report.get("run_machines", [])), ""]
+              *([provenance_text(report["run_machines"]), ""] if report.get("run_machines") else [])]
     if report.get("missing"):
         by: Dict[str, list] = {}
         for m in report["missing"]:
