@@ -45,9 +45,38 @@ SMALL = {
                                   batch_size=128, train_subset=20000, scale=1.0, latent_init="uniform",
                                   lr_scale="glorot", lr=0.003, big_batch=1024, big_micro_batch=128,
                                   paper_column="c10-vgg9")},
+    # cpu: the committed CPU study (docs/results/cpu/). All 50,000 training images, the full test set, `smallcnn`
+    # width 32, 15 epochs, lr x0.1 after epochs 8 and 11 (final lr = 1% of the peak): configuration H of
+    # docs/results/README.md, whose ADAM reached 25.68% validation error on the 5,000-image split. Two columns,
+    # the two protocols: the poster's (s = the layer's mean |w| at init, default init, ADAM lr 0.01) and
+    # BinaryConnect's (configuration C: s = H = 1, latent U(-1, 1), per-layer lr factor, ADAM lr 0.003).
+    # Big SR-ADAM (batch 1024) runs twice: at equal epochs and at equal optimizer steps (8x the epochs,
+    # milestones x8), the row `big-sr-adam-steps`.
+    "cpu": {"c10-smallcnn-poster": dict(data="cifar10", model="smallcnn", width=32, epochs=15, lr_milestones=[8, 11],
+                                        batch_size=128, scale="mean", lr=0.01, big_batch=1024, big_micro_batch=128,
+                                        paper_column="c10-vgg9", equal_steps=True),
+            "c10-smallcnn-bc": dict(data="cifar10", model="smallcnn", width=32, epochs=15, lr_milestones=[8, 11],
+                                    batch_size=128, scale=1.0, latent_init="uniform", lr_scale="glorot", lr=0.003,
+                                    big_batch=1024, big_micro_batch=128, paper_column="c10-vgg9", equal_steps=True)},
+    # width: the width trend (docs/results/width/): ADAM, BC-ADAM, SR-ADAM at smallcnn widths 8-64 with the
+    # mini scale's data, schedule and protocol (first 20,000 training images, 10 epochs, BinaryConnect's).
+    "width": {f"c10-smallcnn-w{w}": dict(data="cifar10", model="smallcnn", width=w, epochs=10, lr_milestones=[6, 8],
+                                         batch_size=128, train_subset=20000, scale=1.0, latent_init="uniform",
+                                         lr_scale="glorot", lr=0.003, big_batch=None, big_micro_batch=None,
+                                         paper_column="c10-vgg9", rows=("adam", "bc-adam", "sr-adam"))
+              for w in (8, 16, 32, 64)},
     "quick": {"digits-smallcnn": dict(data="digits", model="smallcnn", width=16, epochs=16, lr_milestones=[8, 12],
                                       batch_size=32, big_batch=256, big_micro_batch=None, paper_column="c10-vgg9")},
 }
+
+
+def equal_steps_config(big: dict, small_batch: int) -> dict:
+    """Big SR-ADAM trained for as many optimizer steps as SR-ADAM: epochs and lr milestones x (big / small batch)."""
+    k = big["batch_size"] // small_batch
+    if k * small_batch != big["batch_size"]:
+        raise ValueError(f"big batch {big['batch_size']} is not a multiple of {small_batch}")
+    return {**big, "epochs": big["epochs"] * k, "lr_milestones": [m * k for m in big["lr_milestones"]],
+            "label": "big-sr-adam-steps", "extra": {**big["extra"], "equal_steps_with": "sr-adam"}}
 
 
 def write(scale, column, row, cfg):
@@ -71,7 +100,9 @@ def main():
             spec = dict(spec)
             big_batch, paper_column = spec.pop("big_batch"), spec.pop("paper_column")
             big_micro = spec.pop("big_micro_batch")  # e.g. 128: batch 1024 as 8 x 128 (2x faster on 2 CPU cores)
-            for row, (method, big) in METHODS.items():
+            rows, equal_steps = spec.pop("rows", tuple(METHODS)), spec.pop("equal_steps", False)
+            for row in rows:
+                method, big = METHODS[row]
                 cfg = {**{k: spec[k] for k in ("data", "model")}, "method": method, **COMMON,
                        **{k: v for k, v in spec.items() if k not in ("data", "model")}, "label": row}
                 if big:
@@ -81,6 +112,8 @@ def main():
                 cfg["threads"] = 1
                 cfg["extra"] = {"paper_column": paper_column}
                 write(scale, column, row, cfg)
+                if big and equal_steps:  # as many optimizer steps as the batch-128 rows: k = 1024/128 x the epochs
+                    write(scale, column, "big-sr-adam-steps", equal_steps_config(cfg, spec["batch_size"]))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 SEEDS_HELP = ("Table 1 runs per cell, with seeds preset seed + 0, 1, ..., N-1, each in runs/<cell>/seed<s>/ "
-              "(default: quick 5, mini 3, paper 1)")
-WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the quick and mini scales, "
+              "(default: quick 5, mini 3, cpu 5, width 3, paper 1)")
+WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the CPU scales, "
                 "whose runs use 1 torch thread each; 1 at the paper scale); results do not depend on it")
 RETRAIN_HELP = "delete the Table 1 run folders (finished or interrupted) and train them again, instead of reusing them"
 NO_PROGRESS_HELP = "no progress bars: one line per run and epoch (also the default when stdout is not a terminal)"
@@ -19,7 +19,7 @@ def register(sub) -> None:
     p = sub.add_parser("table1", help="train the Table 1 cells of a scale and write table1.md/json + figures",
                        description="Train ADAM, BC-ADAM, Big SR-ADAM, SR-ADAM, R-ADAM on a scale's presets. "
                        "Finished cells are read back, interrupted ones resumed.")
-    p.add_argument("--scale", required=True, help="quick | mini | paper")
+    p.add_argument("--scale", required=True, help="quick | mini | cpu | width | paper")
     p.add_argument("--out", type=Path, help="output folder (runs/<cell>/ + table1.*)")
     p.add_argument("--data-dir", help="dataset folder (CIFAR-10: the python batches, or a parent)")
     p.add_argument("--cells", nargs="*", help="only these cells (names from --list)")
@@ -44,7 +44,7 @@ def register(sub) -> None:
     r = sub.add_parser("reproduce", help="every poster result (theory + Table 1) into one report",
                        description="Run convex, toy, markov and table1 at a scale and write DIR/report.md with a "
                        "verdict per poster claim.")
-    r.add_argument("--scale", required=True, help="quick | mini | paper")
+    r.add_argument("--scale", required=True, help="quick | mini | cpu | paper")
     r.add_argument("--out", type=Path, required=True, help="output folder (report.md/html/json, theory/, table1/)")
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
     r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 uses its presets' seeds + k)")
@@ -58,6 +58,21 @@ def register(sub) -> None:
     r.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
     r.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     r.set_defaults(func=reproduce)
+
+    w = sub.add_parser("width-trend", help="ADAM, BC-ADAM, SR-ADAM at smallcnn widths 8-64: the gaps to ADAM vs width",
+                       description="Train (or collect) the width scale and write table1.* plus width_trend.md/json/png: "
+                       "BC − ADAM and SR − ADAM per width with SEs and a line in log2(width). Resumable.")
+    w.add_argument("--out", type=Path, required=True, help="output folder (runs/<cell>/, table1.*, width_trend.*)")
+    w.add_argument("--data-dir", help="dataset folder (CIFAR-10: the python batches, or a parent)")
+    w.add_argument("--cells", nargs="*", help="only these cells (names from qtrain table1 --scale width --list)")
+    w.add_argument("--report-only", action="store_true", help="only collect finished runs into the report")
+    w.add_argument("--seeds", type=int, help="runs per cell (default 3)")
+    w.add_argument("--workers", type=int, help=WORKERS_HELP)
+    w.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
+    w.add_argument("--train-subset", type=int, help="override: use the first N training images")
+    w.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields of every cell")
+    w.add_argument("--no-progress", dest="progress", action="store_false", help=NO_PROGRESS_HELP)
+    w.set_defaults(func=width_trend)
 
 
 def table1(args: argparse.Namespace) -> int:
@@ -84,6 +99,19 @@ def table1(args: argparse.Namespace) -> int:
                             command=_command(args), settings=settings)
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
+
+
+def width_trend(args: argparse.Namespace) -> int:
+    from ..experiments.width import run_width_trend
+    from ..train.lock import run_lock
+
+    with run_lock(args.out, "width-trend"):
+        t = run_width_trend(args.out, data_dir=args.data_dir, seeds=args.seeds, only=args.cells,
+                            report_only=args.report_only, progress=args.progress, workers=args.workers,
+                            epochs=args.epochs, train_subset=args.train_subset, command=_command(args),
+                            settings=parse_set(args.set, TABLE1_FLAGS))
+    print((args.out / "width_trend.md").read_text())
+    return 0 if t["widths"] else 1
 
 
 def reproduce(args: argparse.Namespace) -> int:
@@ -139,7 +167,7 @@ def parse_set(items, flags: dict = TABLE1_FLAGS) -> dict:
         if key not in fields:
             raise ValueError(f"--set {key}=... is not a run setting (TrainConfig field); known: {', '.join(sorted(fields))}")
         out[key] = load_yaml(value, f"--set {key}={value[:40]}")
-        if key == "scale" and out[key] in ("quick", "mini", "paper"):
+        if key == "scale" and out[key] in ("quick", "mini", "cpu", "width", "paper"):
             raise ValueError(f"--set scale={out[key]} sets the binary/ternary grid scale s (a number or 'mean'); "
                              f"the Table 1 scale is --scale {out[key]}")
     return out

@@ -6,6 +6,10 @@
 from __future__ import annotations
 
 ROWS = {"adam": "ADAM", "bc-adam": "BC-ADAM", "big-sr-adam": "Big SR-ADAM", "sr-adam": "SR-ADAM", "r-adam": "R-ADAM"}
+# Rows of our studies beyond the poster's five, shown after the row named: Big SR-ADAM trained for as
+# many optimizer steps as SR-ADAM (8x the epochs), where the poster's Big SR-ADAM had equal epochs.
+EXTRA_ROWS = {"big-sr-adam-steps": ("Big SR-ADAM (equal steps)", "big-sr-adam")}
+LABELS = {**ROWS, **{k: v[0] for k, v in EXTRA_ROWS.items()}}
 COLUMNS = {"c10-vgg9": "CIFAR-10 VGG-9", "c10-vggbc": "CIFAR-10 VGG-BC", "c10-resnet56": "CIFAR-10 ResNet-56",
            "c10-wrn56_2": "CIFAR-10 WRN-56-2", "c100-resnet56": "CIFAR-100 ResNet-56",
            "imagenet-resnet18": "ImageNet ResNet-18"}
@@ -18,3 +22,4 @@ PAPER = {
     "r-adam":      {"c10-vgg9": 23.99, "c10-vggbc": 21.88, "c10-resnet56": 33.56, "c10-wrn56_2": 27.90, "c100-resnet56": 68.39, "imagenet-resnet18": 91.07},
 }
 ORDER = list(ROWS)  # the poster's ordering, best to worst
+DISPLAY = [r for row in ORDER for r in [row] + [k for k, v in EXTRA_ROWS.items() if v[1] == row]]  # table rows

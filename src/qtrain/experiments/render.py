@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import List, Optional
 
+from .columns import agreement_lines
 from .table1 import provenance_text, seeds_text, table
 from .verdicts import headline as _headline
 
@@ -86,6 +87,9 @@ def markdown(report: dict) -> str:
               + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
               "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""] + caveat
     lines += table({"cells": report["table1_cells"]})
+    by_protocol = agreement_lines({"cells": report["table1_cells"], "claims": report["claims"]})
+    if by_protocol:
+        lines += ["", "## Table 1 verdicts by protocol", ""] + by_protocol
     lines += ["", "## Claims", ""] + caveat + ["| claim | source | measured | poster | verdict |", "|---|---|---|---|---|"]
     for c in report["claims"]:
         lines.append(f"| {_cell(c['claim'])} | {_cell(c['source'])} | {_cell(c['measured'])} | {_cell(c['poster'])} | "

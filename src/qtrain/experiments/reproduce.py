@@ -1,4 +1,4 @@
-"""Every result of the poster in one report: ``qtrain reproduce --scale quick|mini|paper --out DIR``.
+"""Every result of the poster in one report: ``qtrain reproduce --scale quick|mini|cpu|paper --out DIR``.
 
 Runs the theory commands (convex, toy, markov; reduced workloads at the quick scale) and
 Table 1 at the scale (``seeds`` runs per cell, in ``workers`` processes), then writes
@@ -46,8 +46,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     from ..plots.theory import draw
     from ..theory import convex, markov, toy
 
-    if scale not in ("quick", "mini", "paper"):
-        raise ValueError(f"scale={scale!r} is not one of quick, mini, paper")
+    if scale not in ("quick", "mini", "cpu", "paper"):
+        raise ValueError(f"scale={scale!r} is not one of quick, mini, cpu, paper")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; pass a directory for the report")
@@ -87,7 +87,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
               "table1": {k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},
               "table1_cells": [{k: c[k] for k in ("cell", "column", "row", "label", "paper_column", "paper_error", "seeds",
                                                  "test_errors", "test_error", "test_error_sem", "weight_change_mean",
-                                                 "n_test", "model", "data", "width", "threads")} for c in t1["cells"]],
+                                                 "n_test", "model", "data", "width", "threads", "steps", "protocol")}
+                              for c in t1["cells"]],
               "machine": machine(), "run_machines": t1.get("run_machines", []), "report_only": report_only}
     atomic_write_json(out / "report.json", report)
     md = render.markdown(report)

@@ -5,6 +5,9 @@ A *scale* is a folder of presets (``presets/<scale>/<column>.<row>.yaml``), one 
 
 * ``paper`` -- the 30 cells of the poster (GPUs and days; 1 seed by default);
 * ``mini`` -- real CIFAR-10, a small CNN, a few minutes per method on 2 CPU cores (3 seeds);
+* ``cpu`` -- all of CIFAR-10, a wider small CNN, two protocols as two columns and Big SR-ADAM also at
+  equal optimizer steps (5 seeds; core-hours, in the background);
+* ``width`` -- ADAM, BC-ADAM, SR-ADAM at four widths of the small CNN (3 seeds; :mod:`.width`);
 * ``quick`` -- the embedded digits, seconds per method (5 seeds).
 
 Each (cell, seed) is its own resumable run in ``OUT/runs/<cell>/seed<s>/`` with seed
@@ -13,9 +16,9 @@ Each (cell, seed) is its own resumable run in ``OUT/runs/<cell>/seed<s>/`` with 
 ``workers`` processes. Each run's torch thread count is fixed by its preset (``threads``), so the
 numbers do not depend on the number of workers or the machine's cores. :func:`run_table1` then
 writes ``table1.json`` (per cell: ``seeds``, ``test_errors``, their mean ``test_error`` and standard
-error ``test_error_sem``, ``weight_change_mean``, ``n_test``; per claim its verdict),
-``table1.md``, ``table1_error.png`` and ``table1_weight_change.png`` (seed means with ± 1 SE
-bands). Cells can be
+error ``test_error_sem``, ``weight_change_mean``, ``n_test``, the optimizer ``steps`` of one run and the
+column's ``protocol``; per claim its verdict), ``table1.md``, ``table1_error.png`` and
+``table1_weight_change.png`` (seed means with ± 1 SE bands). Cells can be
 spread over machines: run ``--cells`` subsets into copies of OUT, gather the ``runs/`` folders,
 then ``--report-only``.
 """
@@ -34,14 +37,14 @@ from ..train import TrainConfig, run
 from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
 from ..train.stopping import RunStopped
-from . import stats, verdicts
+from . import bigbatch, columns, stats, verdicts
 from .runs import read_summary, run_history
-from .poster import COLUMNS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
+from .poster import COLUMNS, DISPLAY, LABELS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
 from .workers import run_jobs
 
 PRESETS = Path(__file__).with_name("presets")
-SCALES = ("quick", "mini", "paper")
-SEEDS = {"quick": 5, "mini": 3, "paper": 1}  # default --seeds per scale [choice]
+SCALES = ("quick", "mini", "cpu", "width", "paper")
+SEEDS = {"quick": 5, "mini": 3, "cpu": 5, "width": 3, "paper": 1}  # default --seeds per scale [choice]
 
 
 def cells(scale: str) -> Dict[str, Path]:
@@ -136,12 +139,13 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             continue
         column, row = name.split(".", 1)
         cfg0 = plan[keys[0]][0]
-        results.append({"cell": name, "column": column, "row": row, "label": ROWS.get(row, row),
+        results.append({"cell": name, "column": column, "row": row, "label": LABELS.get(row, row),
                         "paper_column": cfg0.extra.get("paper_column", column), "width": cfg0.width,
                         "seeds": [plan[key][0].seed for key in keys], "summaries": [done[key] for key in keys],
                         "histories": [run_history(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
-    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers,
+    missing = [{"cell": key[0], "seed": cfg.seed} for key, (cfg, _) in plan.items() if key not in done]
+    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers, missing=missing,
                   runs_trained=len(jobs), runs_reused=len(reused),
                   reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
@@ -245,6 +249,7 @@ def summarise(scale: str, results: List[dict]) -> dict:
                      "n_test": s0.get("n_test"), "threads": s0.get("config", {}).get("threads"),
                      "seconds": sum(s["seconds"] for s in ss), "batch_size": s0["batch_size"], "epochs": s0["epochs"],
                      "model": s0["model"], "data": s0["data"], "width": r.get("width"),
+                     "steps": _steps(s0, r["histories"][0]), "protocol": columns.protocol(s0.get("config", {})),
                      "grid": s0.get("config", {}).get("grid"),
                      "step_record": verdicts.step_summary(s0.get("method"), r["histories"], r["seeds"])})
     checks = {}
@@ -254,7 +259,7 @@ def summarise(scale: str, results: List[dict]) -> dict:
         checks[column] = {"measured_order": sorted(present, key=lambda k: err[k]), "paper_order": present,
                           "pairs_in_paper_order": sum(err[a] < err[b] for i, a in enumerate(present) for b in present[i + 1:]),
                           "pairs": len(present) * (len(present) - 1) // 2}
-    claims = [dataclasses.asdict(c) for c in verdicts.table1_claims(rows)]
+    claims = [dataclasses.asdict(c) for c in bigbatch.equal_steps(verdicts.table1_claims(rows), rows)]
     return {"scale": scale, "alpha": stats.ALPHA, "cells": rows, "checks": checks, "claims": claims,
             "counts": verdicts.tally(claims), "run_machines": run_machines(results), "histories": {r["cell"]: _mean_history(r["histories"]) for r in results}}
 
@@ -283,6 +288,16 @@ def provenance_text(machines: List[dict]) -> str:
     return ("Where the runs ran: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
             "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
             "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
+
+
+def _steps(summary: dict, history: list) -> Optional[int]:
+    """Optimizer steps a run took: ``summary["steps"]``, or for runs that predate it, per epoch the images
+    trained (``images_per_s`` x ``train_seconds``, whole batches only) over the batch size."""
+    if summary.get("steps") is not None:
+        return summary["steps"]
+    if not history or any(r.get("images_per_s") is None or r.get("train_seconds") is None for r in history):
+        return None
+    return sum(round(r["images_per_s"] * r["train_seconds"] / summary["batch_size"]) for r in history)
 
 
 def _mean_history(histories: List[list]) -> list:
@@ -325,8 +340,12 @@ def seeds_text(seeds: Sequence[int]) -> str:
 
 def table(report: dict) -> List[str]:
     """Markdown rows of Table 1: per column the measured setup and, separately, the poster's column."""
-    cols = sorted({c["column"] for c in report["cells"]}, key=lambda c: list(COLUMNS).index(c) if c in COLUMNS else -1)
-    first = {col: next(c for c in report["cells"] if c["column"] == col) for col in cols}
+    first = {c["column"]: c for c in reversed(report["cells"])}
+    if not first:
+        return ["No finished runs yet."]
+    cols = sorted(first, key=lambda c: (list(COLUMNS).index(c) if c in COLUMNS else -1, first[c].get("width") or 0, c))
+    if len(cols) > 1 and len({first[col]["paper_column"] for col in cols}) == 1:
+        return columns.table(report, cols)  # one setup, several protocols: the poster's column once
     head = []
     for col in cols:
         c = first[col]
@@ -336,15 +355,15 @@ def table(report: dict) -> List[str]:
                  + (seeds_text(seeds[0]) if len(seeds) == 1 else "seeds vary by row") + ")",
                  f"poster: {COLUMNS.get(c['paper_column'], c['paper_column'])}"]
     lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for row in ORDER:
+    for row in DISPLAY:
         cells_ = {c["column"]: c for c in report["cells"] if c["row"] == row}
         if cells_:
             vals = []
             for col in cols:
                 c = cells_.get(col)
-                vals += ["–", _num(PAPER[row].get(first[col]["paper_column"]))] if c is None else \
+                vals += ["–", _num(PAPER.get(row, {}).get(first[col]["paper_column"]))] if c is None else \
                         [verdicts.pm(c["test_errors"]), _num(c["paper_error"])]
-            lines.append(f"| {ROWS[row]} | " + " | ".join(vals) + " |")
+            lines.append(f"| {LABELS[row]} | " + " | ".join(vals) + " |")
     return lines
 
 
@@ -357,17 +376,26 @@ def markdown(report: dict) -> str:
     lines += ["", f"Runs: {report.get('runs_trained', 0)} trained now, {reuse} finished earlier and reused"
               + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
               + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
-              provenance_text(report.get("run_machines", [])), "",
-              f"## Claims ({verdicts.headline(report['counts'], 'Table 1 claims')})", ""]
+              *([provenance_text(report["run_machines"]), ""] if report.get("run_machines") else [])]
+    if report.get("missing"):
+        by: Dict[str, list] = {}
+        for m in report["missing"]:
+            by.setdefault(m["cell"], []).append(str(m["seed"]))
+        lines += [f"**Partial table**: {len(report['missing'])} requested run(s) not finished (the same command "
+                  "trains them; finished runs are reused): " + "; ".join(f"{c} seed(s) {', '.join(s)}" for c, s in by.items())
+                  + ".", ""]
+    lines += [f"## Claims ({verdicts.headline(report['counts'], 'Table 1 claims')})", ""] + columns.agreement_lines(report)
     for c in report["claims"]:
-        lines.append(f"- **{c['verdict'] or 'no verdict'}**: {c['claim']}. Measured: {c['measured']}."
+        lines.append(f"- **{c['verdict'] or 'no verdict'}**: {c['claim']}{columns.of_claim(report, c['id'])}. "
+                     f"Measured: {c['measured']}."
                      + (f" Effect: {c['effect']}." if c["effect"] else "")
                      + (f" Why no verdict: {c['reason']}." if c["reason"] else "") + f" Rule: {c['rule']}.")
-    lines += ["", "## Cells", "", "| cell | model | data | batch | epochs | threads | seeds | error % per seed | "
-              "weights changed % (mean / max layer) | seconds (all seeds) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Cells", "", "| cell | model | data | batch | epochs | steps | threads | seeds | error % per seed | "
+              "weights changed % (mean / max layer) | seconds (all seeds) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["cells"]:
         wc = "–" if c["weight_change_mean"] is None else f"{c['weight_change_mean']:.1f} / {c['weight_change_max']:.1f}"
         lines.append(f"| {c['cell']} | {c['model']} | {c['data']} | {c['batch_size']} | {c['epochs']} | "
+                     f"{'–' if c.get('steps') is None else format(c['steps'], ',')} | "
                      f"{c['threads'] or 'default'} | {', '.join(map(str, c['seeds']))} | "
                      f"{', '.join(_num(e) for e in c['test_errors'])} | {wc} | {c['seconds']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -9,8 +9,8 @@ from typing import Dict, List
 
 from .._io import atomic_savefig
 
-COLORS = {"ADAM": "black", "BC-ADAM": "tab:blue", "Big SR-ADAM": "tab:green", "SR-ADAM": "tab:orange",
-          "R-ADAM": "tab:red"}
+COLORS = {"ADAM": "black", "BC-ADAM": "tab:blue", "Big SR-ADAM": "tab:green", "Big SR-ADAM (equal steps)": "tab:olive",
+          "SR-ADAM": "tab:orange", "R-ADAM": "tab:red"}
 
 
 def _plt():

@@ -377,7 +377,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     digests = distributed.gather_digests(model, d)
     summary.update(replica_digests=digests, replicas_identical=len(set(digests)) == 1,
                    n_test=ds.num_examples("test"), threads=torch.get_num_threads(),
-                   machine=provenance.machine(device), data_sha256=data_sha256(ds))
+                   machine=provenance.machine(device), data_sha256=data_sha256(ds),
+                   steps=n_train * len(history))  # optimizer steps (whole batches per epoch x epochs)
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary

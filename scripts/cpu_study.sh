@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The committed CPU study (docs/results/cpu/ and docs/results/width/) in priority order, as two lanes of one
+# process each (1 torch thread per run). Everything is resumable: rerun the same line to continue; finished
+# runs are read back, an interrupted one resumes from its checkpoint.
+#
+#   nice -n 10 bash scripts/cpu_study.sh study DATA_DIR OUT   # Table 1, both protocols, seed by seed
+#   nice -n 10 bash scripts/cpu_study.sh width-a DATA_DIR OUT # the width trend, cheap widths first (and width-b)
+#
+# The plain one-command forms (no priority order) are
+#   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
+#   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
+set -u
+lane=${1:?lane: study | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
+q="${PYTHON:-python} -m qtrain"
+P=c10-smallcnn-poster; B=c10-smallcnn-bc
+case "$lane" in
+study)
+  # Per seed round: ADAM, BC-ADAM, SR-ADAM, Big SR-ADAM (equal epochs), R-ADAM, each protocol in turn;
+  # then Big SR-ADAM at equal steps (8x the epochs of a batch-128 run), seed by seed.
+  main="$B.adam $P.adam $B.bc-adam $P.bc-adam $B.sr-adam $P.sr-adam $B.big-sr-adam $P.big-sr-adam $B.r-adam $P.r-adam"
+  for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main --data-dir "$data" --out "$out/cpu" --no-progress; done
+  for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
+    --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
+width-a|width-b)
+  # The width trend in two lanes (separate folders, gathered by scripts/collect_study.sh): cheap widths first;
+  # width 16 comes from the mini study (docs/results/mini/, identical settings). Then the poster protocol's
+  # ADAM at the cpu size on the 5,000-image validation split (configuration H of docs/results/README.md is
+  # BinaryConnect's), and the rest.
+  W=c10-smallcnn-w
+  if [ "$lane" = width-a ]; then first="${W}8.adam ${W}8.bc-adam ${W}32.adam"; rest="${W}32.sr-adam ${W}64.adam ${W}64.bc-adam"
+  else first="${W}8.sr-adam ${W}32.bc-adam"; rest="${W}64.sr-adam"; fi
+  $q width-trend --seeds 3 --workers 1 --cells $first --data-dir "$data" --out "$out/$lane" --no-progress
+  if [ "$lane" = width-b ]; then
+    run="$out/pilot/poster-adam-val"
+    if [ ! -f "$run/summary.json" ]; then
+      if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+      else $q train --config src/qtrain/experiments/presets/cpu/$P.adam.yaml --val-size 5000 --data-dir "$data" --out "$run" --no-progress; fi
+    fi
+  fi
+  $q width-trend --seeds 3 --workers 1 --cells $first $rest --data-dir "$data" --out "$out/$lane" --no-progress ;;
+runs)
+  # Given runs in the given order: bash scripts/cpu_study.sh runs DATA_DIR OUT SCALE CELL:SEED ... (the same run
+  # folders OUT/runs/<cell>/seed<k> and settings as `qtrain table1 --scale SCALE`, so its report reads them back)
+  scale=${4:?SCALE}; shift 4
+  for job in "$@"; do
+    cell=${job%%:*}; seed=${job##*:}; run="$out/runs/$cell/seed$seed"
+    [ -f "$run/summary.json" ] && continue
+    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+    else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
+      --out "$run" --no-progress; fi
+  done ;;
+*) echo "lane must be study, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
+esac
