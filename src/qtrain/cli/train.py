@@ -15,8 +15,8 @@ def register(sub) -> None:
     p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields")
     p.add_argument("--out", type=Path, help="run directory (metrics.jsonl, checkpoint.pt, summary.json)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--data", help="cifar10 | cifar100 | mnist | imagenet | digits")
-    p.add_argument("--model", help="vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp")
+    p.add_argument("--data", help="cifar10 | cifar100 | mnist | imagenet | digits | shakespeare (text: input.txt in --data-dir)")
+    p.add_argument("--model", help="vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp | gpt-tiny")
     p.add_argument("--method", help="float | bc | r | sr")
     p.add_argument("--optimizer", help=" | ".join(OPTIMIZERS))
     p.add_argument("--epochs", type=int)
@@ -25,15 +25,21 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-milestones", type=int, nargs="*", help="epochs at which lr *= --lr-gamma (default: 50%% and 75%%)")
     p.add_argument("--lr-gamma", type=float)
+    p.add_argument("--lr-schedule", help="step (lr *= --lr-gamma at --lr-milestones) | cosine (per step, to 0)")
+    p.add_argument("--warmup-steps", type=int, help="cosine: linear warmup over this many steps")
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grid", help="binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2")
     p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init) or a number")
     p.add_argument("--delta", type=float, help="uniform grid step Δ")
     p.add_argument("--bits", type=int, help="uniform grid bit width")
-    p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1)")
+    p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1) | "
+                   "blocks (Linear weights of a transformer's blocks; gpt-tiny's default) | every (every parameter)")
     p.add_argument("--bc-rounding", help="nearest | stochastic")
     p.add_argument("--width", type=int, help="width of models that take one (smallcnn)")
+    p.add_argument("--block-size", type=int, help="language models: context length (default 64)")
+    p.add_argument("--steps-per-epoch", type=int, help="language models: optimizer steps per epoch (default 100)")
+    p.add_argument("--weight-dtype", help="language models: float32 | bfloat16 (the whole model stored in bfloat16)")
     p.add_argument("--train-subset", type=int, help="use the first N training images")
     p.add_argument("--test-subset", type=int, help="use the first N test images")
     p.add_argument("--val-size", type=int, help="hold out the last N training images; evaluate on them, not the test set")
@@ -74,8 +80,8 @@ def main(args: argparse.Namespace) -> int:
         summary = run(cfg, args.out)
     if distributed.env_rank() != 0:  # under torchrun only rank 0 reports
         return 0
-    print(json.dumps({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
-                                              "test_error", "seconds")}))
+    keys = ("data", "model", "method", "optimizer", "batch_size", "epochs", "test_error", "seconds")
+    print(json.dumps({k: summary[k] for k in keys + (("val_loss",) if "val_loss" in summary else ())}))
     return 0
 
 

@@ -8,6 +8,7 @@ cifar100    official python batches (or download)  N×3×32×32 uint8       yes
 mnist       the four IDX files (gzip or not)       N×1×28×28 uint8       no
 imagenet    ``train/`` + ``val/`` class folders     files, 3×224×224      yes
 digits      embedded 8×8 UCI digits (no download)  N×1×8×8 uint8         no
+shakespeare ``input.txt`` (character level)        int64 character ids   no
 =========== ====================================== ===================== =========
 
 * :func:`load_dataset` returns an :class:`InMemoryDataset` (uint8 tensors) or, for ImageNet,
@@ -15,11 +16,14 @@ digits      embedded 8×8 UCI digits (no download)  N×1×8×8 uint8         no
 * :func:`batches` yields normalised ``float32`` batches, a pure function of
   ``(seed, epoch, batch index)``, split across data-parallel ranks; :func:`num_batches`
   counts them.
+* ``shakespeare`` is text (:class:`~qtrain.data.shakespeare.CharDataset`): its batches come
+  from :func:`~qtrain.data.shakespeare.lm_batches` (random windows) and
+  :func:`~qtrain.data.shakespeare.val_windows`.
 * :func:`qtrain.data.augment.pad_crop_flip` is the batched CIFAR augmentation.
 
 >>> from qtrain.data import DATASETS, load_dataset, batches
 >>> DATASETS
-('cifar10', 'cifar100', 'mnist', 'imagenet', 'digits')
+('cifar10', 'cifar100', 'mnist', 'imagenet', 'digits', 'shakespeare')
 >>> ds = load_dataset("digits")
 >>> x, y = next(batches(ds, "test", 100, shuffle=False, augment=False, seed=0, epoch=0))
 >>> tuple(x.shape), y[:5].tolist()
@@ -37,10 +41,12 @@ from .embedded import load_digits
 from .imagenet import ImageFolderDataset, load_imagenet
 from .loader import batches, derive_seed, normalize, num_batches
 from .mnist import load_mnist
+from .shakespeare import CharDataset, lm_batches, load_shakespeare, val_windows
 
 __all__ = ["DATASETS", "load_dataset", "batches", "num_batches", "InMemoryDataset",
            "ImageFolderDataset", "pad_crop_flip", "DownloadError", "channel_stats",
-           "default_root", "derive_seed", "normalize", "augment"]
+           "default_root", "derive_seed", "normalize", "augment", "CharDataset", "lm_batches", "val_windows",
+           "LM_DATASETS"]
 
 _LOADERS: Dict[str, Callable] = {
     "cifar10": load_cifar10,
@@ -48,12 +54,14 @@ _LOADERS: Dict[str, Callable] = {
     "mnist": load_mnist,
     "imagenet": load_imagenet,
     "digits": load_digits,
+    "shakespeare": load_shakespeare,
 }
 DATASETS = tuple(_LOADERS)
+LM_DATASETS = ("shakespeare",)  # character-level text for language models
 
 
 def load_dataset(name: str, data_dir: Optional[PathLike] = None, download: bool = False
-                 ) -> Union[InMemoryDataset, ImageFolderDataset]:
+                 ) -> Union[InMemoryDataset, ImageFolderDataset, CharDataset]:
     """Load dataset ``name`` from ``data_dir`` (default ``$QTRAIN_DATA`` or
     ``~/.cache/qtrain/data``).
 
