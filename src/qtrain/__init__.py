@@ -9,8 +9,9 @@ Goldstein; NeurIPS 2017). Core names:
 * :func:`conv_weights` -- the paper's choice of what to quantize.
 """
 from .grid import Grid
+from .dynamic import DynamicGrid
 from .rounding import quantize
 from .optim import METHODS, QuantizedOptimizer, conv_weights, named_conv_weights
 
-__all__ = ["Grid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
+__all__ = ["Grid", "DynamicGrid", "quantize", "QuantizedOptimizer", "conv_weights", "named_conv_weights", "METHODS"]
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
+from .dynamic import DynamicGrid
 from .grid import Grid
 
 __all__ = ["LOW_PRECISION", "as_int", "needs_closure", "grad_values", "float32_work", "end_float32_work", "lend_latents", "return_latents",
@@ -213,6 +214,7 @@ def grid_for(grid: Union[Grid, Callable, Mapping], name: str, p: torch.Tensor) -
     """The grid of parameter ``name``: the one Grid, ``grid(p)``, or ``grid[name]``."""
     if isinstance(grid, Mapping):
         g = grid[name]
+        g = g(p) if isinstance(g, DynamicGrid) else g  # a rule: this step's grid (qtrain.dynamic)
     else:
         g = grid(p) if callable(grid) and not isinstance(grid, Grid) else grid
     if not isinstance(g, Grid):

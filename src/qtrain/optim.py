@@ -47,6 +47,7 @@ from torch import nn
 from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_representable, end_float32_work,
                              float32_work, grad_values, grid_for, lend_latents, named_params, needs_closure,
                              return_latents, store_exact)
+from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -55,7 +56,7 @@ from .rounding import ROUNDINGS, quantize, quantize_into
 __all__ = ["METHODS", "QuantizedOptimizer", "conv_weights", "named_conv_weights"]
 
 METHODS = ("float", "bc", "r", "sr")
-GridSpec = Union[Grid, Callable[[torch.Tensor], Grid], Dict[str, Grid]]
+GridSpec = Union[Grid, DynamicGrid, Callable[[torch.Tensor], Grid], Dict[str, Union[Grid, DynamicGrid]]]
 _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
           "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
           "_optimizer_load_state_dict_post_hooks")
@@ -93,7 +94,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         method: ``"float"``, ``"bc"``, ``"r"`` or ``"sr"``.
         grid: a :class:`~qtrain.Grid`; a callable ``param -> Grid`` evaluated once here
             (per-layer scales such as ``lambda p: Grid.binary(p.abs().mean().item())``); or a
-            dict ``{name: Grid}`` with one entry per name in ``params``.
+            dict ``{name: Grid}`` with one entry per name in ``params``; a
+            :class:`~qtrain.dynamic.DynamicGrid` (also as a dict value) is re-evaluated on the
+            tensor being rounded at every step (BitNet's absmean ternary scale). ``grids[i]`` is
+            the current grid of tensor ``i``; assigning a new ``Grid`` there between steps takes
+            effect at the next step (and is saved by :meth:`state_dict`).
         params: the tensors to quantize, or ``(name, tensor)`` pairs (names label the
             diagnostics and key a dict ``grid``); default: every parameter of ``base``
             (named ``param0``, ``param1``, ...). Others train in float.
@@ -140,6 +145,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         if isinstance(grid, Mapping):
             check_grid_names(grid, self.names)
         self.grids = [grid_for(grid, n, p) for n, p in named]
+        self.dynamic = dynamic_specs(grid, self.names)  # {index: DynamicGrid}, re-evaluated every step
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
@@ -152,7 +158,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     rounding = self.bc_rounding if method == "bc" else "nearest" if method == "r" else "stochastic"
                     if method == "bc":
                         work = p.detach().float() if p.dtype in LOW_PRECISION else p.detach().clone()
-                        src = work.clamp_(*g.bounds(work.dtype))
+                        src = clip_latent(self.dynamic[i], g, work, work) if i in self.dynamic else \
+                            work.clamp_(*g.bounds(work.dtype))
                         self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
@@ -187,6 +194,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         state = dict(self.__dict__)
         for key in ("names", "qparams", "grids", "latents"):
             state[key] = list(state[key])  # a shallow copy gets its own lists
+        state["dynamic"] = dict(state.get("dynamic", {}))
         state["_diag"] = dict(state["_diag"])
         state["_packed"], state["_fits"] = PackedRounding(), {}  # caches of raw pointers: never shared, never pickled
         state.pop("step", None)  # an LR scheduler's wrapper of step (torch's optimizers drop it too)
@@ -246,13 +254,18 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                     return_latents(self.qparams, self.latents, lent)
                 # what the rounding reads: the updated parameter, or BC's lent latent w_r + s_t
                 sources = [self.latents[i] if i in lent else p for i, p in enumerate(self.qparams)] if bc else self.qparams
+                if self.dynamic:  # this step's grids from the values about to be rounded (qtrain.dynamic)
+                    refresh_dynamic(self, sources, swapped)
                 # small float32 CPU tensors: one kernel call for all of them (same bits; qtrain._packed)
                 done = set() if track else self._packed.run(self.qparams, self.grids, self.latents if bc else None,
-                                                             stochastic, head, frozenset(swapped), sources)
+                                                             stochastic, head, frozenset(swapped) | set(self.dynamic),
+                                                             sources)
                 for i, (p, g, x) in enumerate(zip(self.qparams, self.grids, sources)):
                     if i in done:
                         continue
-                    if bc:  # w_r <- clip(w_r + s_t), in the latent tensor
+                    if bc and i in self.dynamic:  # w_r <- w_r + s_t, clipped at a multiple of the range if asked
+                        x = clip_latent(self.dynamic[i], g, x, self.latents[i])
+                    elif bc:  # w_r <- clip(w_r + s_t), in the latent tensor
                         x = torch.clamp(x, *g.bounds(self.latents[i].dtype), out=self.latents[i])
                     elif track and self.method == "r":
                         moved.append(p != old[i])
@@ -317,7 +330,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         sd["qtrain"] = {"version": 2, "method": self.method, "seed": self.seed, "step": self.step_count,
                         "bc_rounding": self.bc_rounding, "names": list(self.names),
                         "shapes": [list(p.shape) for p in self.qparams],
-                        "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents)}
+                        "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents),
+                        "dynamic": [self.dynamic[i].to_dict() if i in self.dynamic else None
+                                    for i in range(len(self.qparams))]}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -361,6 +376,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             self.grids = mine
             raise
         self.seed, self.step_count = as_int(q["seed"], "seed"), as_int(q["step"], "step")
+        self.dynamic = {i: DynamicGrid.from_dict(d) for i, d in enumerate(q.get("dynamic") or []) if d}
         with torch.no_grad():
             for latent, saved in zip(self.latents, q["latents"]):
                 latent.copy_(saved)
