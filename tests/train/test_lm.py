@@ -114,8 +114,9 @@ def test_bf16_weights_and_plain_adamw(text_dir, tmp_path):
     assert s["memory"]["bytes_per_param"] == pytest.approx(6.0)  # bf16 weights + two bf16 moments (plain torch AdamW)
 
 
-def test_lm_resume_mid_epoch_is_bit_identical(text_dir, tmp_path, monkeypatch, capsys):
-    cfg = dict(method="sr", grid="bfloat16", quantize="every", weight_dtype="bfloat16")
+@pytest.mark.parametrize("cfg", [dict(method="sr", grid="bfloat16", quantize="every", weight_dtype="bfloat16"),
+                                 dict(method="bc", grid="ternary", scale="dynamic")], ids=["sr-bf16", "bc-ternary-dynamic"])
+def test_lm_resume_mid_epoch_is_bit_identical(text_dir, tmp_path, monkeypatch, capsys, cfg):
     run(tiny(text_dir, **cfg), tmp_path / "ref")
     k = 7  # step 2 of epoch 2 (5 steps per epoch)
     real, calls = Stopper.check, {"n": 0}
@@ -177,3 +178,16 @@ def test_image_runs_refuse_lm_settings(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err
     assert TrainConfig(data="digits", model="smallcnn").validate().quantize == "conv"
+
+
+def test_dynamic_absmean_ternary_follows_the_latents(text_dir, tmp_path):
+    run(tiny(text_dir, method="bc", grid="ternary", scale="dynamic"), tmp_path)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    q = ck["optimizer"]["qtrain"]
+    assert len(q["latents"]) == 16
+    for name, grid, latent in zip(q["names"], q["grids"], q["latents"]):
+        # BitNet: s = mean |w_r| of the latents rounded at the last step, latents not clipped to ±s
+        assert grid["scale"] == pytest.approx(latent.abs().mean().item(), rel=1e-5), name
+        assert latent.abs().max().item() > grid["scale"]
+        s = torch.tensor(grid["scale"], dtype=torch.float32).item()
+        assert set(ck["model"][name].unique().tolist()) <= {-s, 0.0, s}

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grid", help="binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2")
-    p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init) or a number")
+    p.add_argument("--scale", help="binary/ternary scale s: 'mean' (default: per-layer mean |w| at init), 'dynamic' "
+                   "(mean |w| recomputed at every step, BitNet) or a number")
     p.add_argument("--delta", type=float, help="uniform grid step Δ")
     p.add_argument("--bits", type=int, help="uniform grid bit width")
     p.add_argument("--quantize", help="conv (conv weights, the paper) | all (every weight with ndim > 1) | "
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     from ..train import distributed, from_sources, load_run_config, run
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "out", "resume", "func", "command")}
-    if overrides.get("scale") not in (None, "mean"):
+    if overrides.get("scale") not in (None, "mean", "dynamic"):
         overrides["scale"] = _number("scale", overrides["scale"])
     if args.resume is not None:
         if args.config is not None:

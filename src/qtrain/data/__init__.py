@@ -23,7 +23,7 @@ shakespeare ``input.txt`` (character level)        int64 character ids   no
 
 >>> from qtrain.data import DATASETS, load_dataset, batches
 >>> DATASETS
-('cifar10', 'cifar100', 'mnist', 'imagenet', 'digits', 'shakespeare')
+('cifar10', 'cifar100', 'mnist', 'imagenet', 'digits')
 >>> ds = load_dataset("digits")
 >>> x, y = next(batches(ds, "test", 100, shuffle=False, augment=False, seed=0, epoch=0))
 >>> tuple(x.shape), y[:5].tolist()
@@ -54,9 +54,9 @@ _LOADERS: Dict[str, Callable] = {
     "mnist": load_mnist,
     "imagenet": load_imagenet,
     "digits": load_digits,
-    "shakespeare": load_shakespeare,
 }
-DATASETS = tuple(_LOADERS)
+DATASETS = tuple(_LOADERS)  # images
+_LOADERS["shakespeare"] = load_shakespeare
 LM_DATASETS = ("shakespeare",)  # character-level text for language models
 
 
@@ -66,7 +66,7 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None, download: bool 
     ``~/.cache/qtrain/data``).
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS` or :data:`LM_DATASETS`.
         data_dir: a folder holding the data, or a parent of it (see each loader).
         download: fetch CIFAR-10/100 from the official source if missing (checksum-verified).
 
@@ -77,5 +77,5 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None, download: bool 
     try:
         loader = _LOADERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS + LM_DATASETS)}") from None
     return loader(data_dir, download=download)

@@ -47,7 +47,8 @@ class TrainConfig:
     momentum: float = 0.9           # SGD only
     weight_decay: float = 0.0
     grid: str = "binary"            # binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2
-    scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1)
+    scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1);
+    # "dynamic": recomputed as mean |w| from the weights being rounded at every step (BitNet absmean; qtrain.dynamic)
     delta: Optional[float] = None   # uniform grids: Δ
     bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
     quantize: Optional[str] = None  # conv: conv weights (the paper); all: every weight with ndim > 1; blocks: Linear
@@ -93,7 +94,7 @@ class TrainConfig:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}")
 
-        choice("data", DATASETS)
+        choice("data", DATASETS + LM_DATASETS)
         choice("model", MODELS + LM_MODELS)
         choice("method", METHODS)
         choice("optimizer", OPTIMIZERS)
@@ -143,11 +144,13 @@ class TrainConfig:
             raise ValueError(f"lr_gamma={self.lr_gamma!r} must be in (0, 1]")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0 and momentum={self.momentum!r} in [0, 1)")
-        if self.scale != "mean":
+        if self.scale == "dynamic" and self.grid not in ("binary", "ternary"):
+            raise ValueError(f"scale='dynamic' (absmean at every step) applies to binary and ternary grids, not {self.grid!r}")
+        if self.scale not in ("mean", "dynamic"):
             try:
                 float(self.scale)
             except (TypeError, ValueError):
-                raise ValueError(f"scale={self.scale!r} must be 'mean' or a number > 0") from None
+                raise ValueError(f"scale={self.scale!r} must be 'mean', 'dynamic' or a number > 0") from None
         if self.width is not None and self.model != "smallcnn":
             raise ValueError(f"width={self.width!r} applies to model 'smallcnn' only, not {self.model!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
@@ -168,7 +171,7 @@ class TrainConfig:
 
     def make_grid(self, mean_abs: float) -> Grid:
         """The grid of a layer whose initial float weights have mean absolute value ``mean_abs``."""
-        s = (mean_abs if mean_abs > 0 else 1.0) if self.scale == "mean" else float(self.scale)
+        s = (mean_abs if mean_abs > 0 else 1.0) if self.scale in ("mean", "dynamic") else float(self.scale)
         if self.grid == "binary":
             return Grid.binary(s)
         if self.grid == "ternary":
@@ -176,6 +179,14 @@ class TrainConfig:
         if self.grid in FLOAT_GRIDS:
             return Grid.float(self.grid)
         return Grid.uniform(self.delta, self.bits)
+
+    def grid_spec(self, scales: dict):
+        """What the optimizer gets: a per-step absmean rule (``scale='dynamic'``) or, per tensor, the grid of
+        :meth:`make_grid` at its initial mean |w| (``scales``: ``id(param) -> mean |w|``)."""
+        if self.scale == "dynamic":
+            from ..dynamic import DynamicGrid
+            return DynamicGrid.ternary() if self.grid == "ternary" else DynamicGrid.binary()
+        return lambda p: self.make_grid(scales[id(p)])
 
 
 def from_sources(preset: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None) -> TrainConfig:

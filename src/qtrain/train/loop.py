@@ -219,7 +219,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 g = cfg.make_grid(scales[id(p)])
                 p.uniform_(g.low, g.high)
     opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
-                             lambda p: cfg.make_grid(scales[id(p)]), params=named_q, seed=cfg.seed,
+                             cfg.grid_spec(scales), params=named_q, seed=cfg.seed,
                              bc_rounding=cfg.bc_rounding)
     sched = make_scheduler(opt, cfg, n_train)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
