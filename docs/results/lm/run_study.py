@@ -206,11 +206,11 @@ def main(argv=None) -> int:
     p.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 1e-3])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps-per-epoch", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--val-windows", type=int, default=512)
+    p.add_argument("--val-windows", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rows", nargs="*", help="only these row keys")
     a = p.parse_args(argv)
@@ -224,13 +224,20 @@ def main(argv=None) -> int:
         ok, why = available(need)
         if not ok:
             skipped[key] = why
+    order = [r for r in rows if r[3] != "torchao"] + [r for r in rows if r[3] == "torchao"]  # the side-by-side row last
     for seed in range(a.seeds):  # seed-major: a partial study has every row with fewer seeds
-        for key, _, flags, _ in rows:
-            if key in skipped:
+        for key, _, flags, _ in order:
+            if key in skipped or (key == "torchao" and seed > 0):
                 continue
             for lr in a.lrs:
                 folder = runs_dir / key / f"lr{lr:g}" / f"seed{seed}"
                 jobs.append((folder, base_flags(a) + flags + ["--lr", str(lr), "--seed", str(seed)]))
+    for seed in range(1, a.seeds):  # torchao's remaining seeds after everything else
+        for key, _, flags, _ in order:
+            if key == "torchao" and key not in skipped:
+                jobs += [(runs_dir / key / f"lr{lr:g}" / f"seed{seed}", base_flags(a) + flags + ["--lr", str(lr), "--seed",
+                                                                                                  str(seed)])
+                         for lr in a.lrs]
     with cf.ThreadPoolExecutor(a.workers) as pool:
         summaries = list(pool.map(run_one, jobs))
     cells = {}
