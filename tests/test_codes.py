@@ -89,3 +89,47 @@ def test_grid_methods_delegate():
 def test_docstring_examples():
     r = doctest.testmod(codes_mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert r.attempted > 0 and r.failed == 0
+
+
+def _reference_pack(v, b):
+    """The layout as specified: bit j of code i is bit (i*b + j) % 8 of byte (i*b + j) // 8."""
+    out = bytearray((len(v) * b + 7) // 8)
+    for i, c in enumerate(v):
+        for j in range(b):
+            if (c >> j) & 1:
+                out[(i * b + j) // 8] |= 1 << ((i * b + j) % 8)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("g", [Grid.binary(0.3), Grid.ternary(0.7), Grid.uniform(0.1, bits=3), Grid.uniform(0.37, bits=12),
+                               Grid.uniform(2**-5), Grid.float("bfloat16"), Grid.float("float8_e5m2")])
+def test_chunked_pack_keeps_the_layout(monkeypatch, g):
+    monkeypatch.setattr(codes_mod, "CHUNK", 16)  # many chunks, a short last one
+    x = quantize(torch.randn(203) * 2, g, "stochastic", generator=4)
+    c = encode(x, g)
+    data, meta = pack(c, g)
+    v = codes_mod._unsigned(c, g, meta["offset"])
+    assert data == _reference_pack(v.tolist(), meta["bits"])
+    packed, meta2 = codes_mod.pack_values(x, g)
+    assert meta2 == meta and bytes(packed.numpy()) == data
+    assert torch.equal(unpack(data, x.numel(), meta, g), c) and torch.equal(unpack(packed, x.numel(), meta, g), c)
+
+
+@pytest.mark.parametrize("g", [Grid.uniform(0.1, bits=4), Grid.uniform(0.3), Grid.ternary(0.1), Grid.binary(0.1)])
+def test_float64_levels_round_trip(g):
+    x = quantize(torch.randn(500, dtype=torch.float64), g, "stochastic", generator=2)
+    c = encode(x, g)
+    assert torch.equal(decode(c, g, torch.float64), x)
+    if g.kind != "binary" and g.delta == 0.1:  # float64 levels are not the float32 ones
+        assert not torch.equal(decode(c, g).double(), x)
+    with pytest.raises(ValueError, match="not levels of"):
+        encode(x + 1e-12, g)
+
+
+def test_chunked_encode_names_the_first_bad_entry(monkeypatch):
+    monkeypatch.setattr(codes_mod, "CHUNK", 8)
+    x = torch.zeros(40)
+    x[29] = 0.3
+    with pytest.raises(ValueError, match="at flat index 29") as e:
+        codes_mod.pack_values(x, Grid.uniform(0.25, bits=3))
+    assert "\n" not in str(e.value)

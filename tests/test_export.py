@@ -85,3 +85,56 @@ def test_exported_run_reloads_to_the_runs_test_error(tmp_path):
 def test_docstring_examples():
     r = doctest.testmod(export, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert r.attempted > 0 and r.failed == 0
+
+
+def test_float64_model_exports_its_float64_levels(tmp_path):
+    def net64():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(20, 30), nn.Tanh(), nn.Linear(30, 2)).double()
+
+    net = net64()
+    opt = QuantizedOptimizer(torch.optim.Adam(net.parameters(), lr=0.01), "sr", Grid.uniform(0.1, bits=4),
+                             params=[net[0].weight, net[2].weight], seed=1)
+    x = torch.randn(16, 20, dtype=torch.float64)
+    net(x).square().mean().backward()
+    opt.step()
+    w = net[0].weight
+    assert not torch.equal(w, w.float().double())  # float64 levels k*0.1, not float32 ones
+    info = export.save(net, opt, tmp_path / "m.safetensors")
+    assert info["packed_bytes"] == (600 + 60) * 4 // 8
+    fresh = net64()
+    export.load(fresh, tmp_path / "m.safetensors")
+    for a, b in zip(net.state_dict().values(), fresh.state_dict().values()):
+        assert a.dtype == b.dtype == torch.float64 and torch.equal(a, b)
+
+
+_PEAK_CHILD = r"""
+import sys, torch
+from qtrain import Grid, quantize
+from qtrain.codes import pack_values
+n = int(sys.argv[1])
+g = Grid.uniform(2**-4, bits=4)
+x = quantize(torch.randn(n) * 0.2, g)
+def status(field):
+    return int([l for l in open("/proc/self/status") if l.startswith(field)][0].split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before = status("VmRSS")
+data, meta = pack_values(x, g)
+print(status("VmHWM") - before, data.numel())
+"""
+
+
+def test_pack_peak_memory_is_the_output_plus_a_chunk(tmp_path):
+    """A fresh process packs 4M 4-bit weights (2 MB packed): its peak grows by at most twice the
+    packed bytes plus 8 MiB (one chunk's temporaries, with slack); the int64 bit matrix of the old
+    pack took n * bits * 8 = 128 MB."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(1 << 22)], capture_output=True, text=True, env=env,
+                         check=True)
+    grew, packed = map(int, out.stdout.split())
+    assert packed == (1 << 22) // 2
+    assert grew <= 2 * packed + 8 * 2**20, (grew, packed)

@@ -140,9 +140,10 @@ _fn = None  # the bound C function, once built
 
 
 def run(x: torch.Tensor, out: torch.Tensor, mode: int, delta: float, bounded: bool, kmin: float,
-        kmax: float, scale: float, key: int) -> int:
+        kmax: float, scale: float, key: int, start: int = 0) -> int:
     """Quantize contiguous float32 CPU ``x`` into contiguous ``out`` (which may be ``x`` itself:
-    in place); returns non-zero when an entry has no finite level (see ``csrc/quantize.c``)."""
+    in place); returns non-zero when an entry has no finite level (see ``csrc/quantize.c``).
+    ``start``: ``x`` is elements ``[start, start + n)`` of a larger tensor (their random draws)."""
     global _pool, _fn
     if _fn is None:
         lib = get()
@@ -151,17 +152,17 @@ def run(x: torch.Tensor, out: torch.Tensor, mode: int, delta: float, bounded: bo
     n = x.numel()
     k0, k1 = key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
     if n < 2 * _MIN_PER_THREAD:  # small tensors: one direct call, no thread pool (fixed cost ~2 µs)
-        return _fn(x.data_ptr(), out.data_ptr(), n, 0, mode, delta, bounded, kmin, kmax, scale, k0, k1)
+        return _fn(x.data_ptr(), out.data_ptr(), n, start, mode, delta, bounded, kmin, kmax, scale, k0, k1)
     xp, op = x.data_ptr(), out.data_ptr()
     args = (mode, delta, int(bounded), kmin, kmax, scale, k0, k1)
     nthreads = max(1, min(torch.get_num_threads(), n // _MIN_PER_THREAD))
     if nthreads == 1:
-        return int(_fn(xp, op, n, 0, *args))
+        return int(_fn(xp, op, n, start, *args))
     if _pool is None or _pool._max_workers < nthreads:  # noqa: SLF001
         if _pool is not None:
             _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="qtrain-kernel")
     bounds = [n * j // nthreads for j in range(nthreads + 1)]
-    futures = [_pool.submit(_fn, xp + 4 * a, op + 4 * a, b - a, a, *args)
+    futures = [_pool.submit(_fn, xp + 4 * a, op + 4 * a, b - a, start + a, *args)
                for a, b in zip(bounds[:-1], bounds[1:])]
     return sum(int(f.result()) for f in futures)

@@ -23,6 +23,14 @@ a bounded uniform grid, 8 or 16 for float formats; an unbounded grid uses the fe
 that cover the tensor's codes) as :math:`\lceil nb/8 \rceil` bytes, little-endian bit order;
 :func:`unpack` inverts it.
 
+Large tensors stream: :func:`pack`, :func:`unpack` and :func:`pack_values` (encode + pack, what
+:mod:`qtrain.export` uses) work on :data:`CHUNK` codes at a time (a multiple of 8, so every chunk
+starts on a byte), writing into the packed output: peak memory is the packed bytes (twice for
+the ``bytes`` that :func:`pack` returns) plus one chunk's temporaries, never an ``n x bits``
+matrix. float64 tensors on uniform/binary/ternary grids hold float64 levels
+(:math:`k\Delta` in float64, as :func:`qtrain.quantize` makes them); :func:`encode` checks them
+in float64 and ``decode(..., dtype=torch.float64)`` gives them back.
+
 >>> import torch
 >>> from qtrain import Grid
 >>> from qtrain.codes import encode, decode, pack, unpack
@@ -47,10 +55,11 @@ from .floatgrid import fmt_info
 if TYPE_CHECKING:  # grid.py imports this module lazily (Grid.encode/decode)
     from .grid import Grid
 
-__all__ = ["encode", "decode", "code_dtype", "code_bits", "pack", "unpack"]
+__all__ = ["encode", "decode", "code_dtype", "code_bits", "pack", "unpack", "pack_values", "CHUNK"]
 
 _F32 = torch.float32
 _FLOAT_INT = {8: torch.int8, 16: torch.int16}
+CHUNK = 1 << 16  # codes per chunk; a multiple of 8
 
 
 def code_dtype(grid: Grid) -> torch.dtype:
@@ -71,37 +80,50 @@ def code_bits(grid: Grid):
     return {"binary": 1, "ternary": 2}.get(grid.kind, grid.bits)
 
 
-def _levels(k: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """float32 level of integer-valued index ``k`` (the arithmetic of :mod:`qtrain.rounding`)."""
+def _levels(k: torch.Tensor, grid: Grid, dtype: torch.dtype = _F32) -> torch.Tensor:
+    """Level of integer-valued index ``k`` with the arithmetic of :mod:`qtrain.rounding`: float32
+    (``fl(k * fl(Δ))``), or float64 (``kΔ``) for ``dtype=torch.float64``."""
+    wide = dtype == torch.float64
     if grid.kind == "binary":
-        s = torch.tensor(grid.scale, dtype=_F32)
+        s = torch.tensor(grid.scale, dtype=torch.float64 if wide else _F32)
         return torch.where(k == 1, s, -s)
+    if wide:
+        return (k.to(torch.float64) * grid.delta) + 0.0
     d = torch.tensor(grid.delta, dtype=_F32)
     return (k.to(_F32) * d) + 0.0
 
 
-def _off_grid(x: torch.Tensor, bad: torch.Tensor, grid: Grid) -> None:
+def _raise_off_grid(x: torch.Tensor, bad: torch.Tensor, grid: Grid, start: int = 0, total: int = 0) -> None:
     n = int(bad.sum())
     if n:
         i = int(bad.reshape(-1).nonzero()[0])
         v = float(x.reshape(-1)[i])
-        raise ValueError(f"encode: {n} of {x.numel()} values are not levels of {grid!r} (first: {v!r} at flat index {i}); "
+        where = f"{n} of {x.numel()}" if not start and not total else \
+            f"{n} of entries {start}..{start + x.numel() - 1} (of {total})"
+        raise ValueError(f"encode: {where} values are not levels of {grid!r} (first: {v!r} at flat index {start + i}); "
                          f"round them first with qtrain.quantize(x, grid)")
 
 
-def encode(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Integer codes (shape of ``x``, dtype :func:`code_dtype`) of the on-grid values ``x``."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"encode needs a floating-point tensor of grid levels, got {getattr(x, 'dtype', type(x).__name__)}")
-    x = x.detach().cpu()
+def _encode(x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(codes as int64 or the float pattern dtype, mask of entries that are not levels)`` of CPU ``x``."""
+    if grid.kind != "float" and x.dtype == torch.float64:  # float64 levels: checked in float64
+        if grid.kind == "binary":
+            k = (x > 0).to(torch.int64)
+            return k, _levels(k, grid, x.dtype) != x
+        k = torch.round(x / grid.delta)
+        finite = torch.isfinite(k)
+        k = torch.where(finite, k, torch.zeros_like(k))
+        if grid.bounded:
+            k = k.clamp(grid.kmin, grid.kmax)
+        k = k.to(torch.int64)
+        return k, ~finite | (_levels(k, grid, x.dtype) != x)
     xf = x.to(_F32)
     lossy = xf.to(x.dtype) != x
     if grid.kind == "float":
         f = fmt_info(grid.fmt)
         c = xf.to(f.dtype)
         back = c.to(_F32)
-        _off_grid(x, lossy | ~torch.isfinite(xf) | (back.view(torch.int32) != xf.view(torch.int32)), grid)
-        return c.view(_FLOAT_INT[f.bits])
+        return c.view(_FLOAT_INT[f.bits]), lossy | ~torch.isfinite(xf) | (back.view(torch.int32) != xf.view(torch.int32))
     if grid.kind == "binary":
         k = (xf > 0).to(torch.int64)
     else:
@@ -112,12 +134,26 @@ def encode(x: torch.Tensor, grid: Grid) -> torch.Tensor:
             k = k.clamp(grid.kmin, grid.kmax)
         k = k.to(torch.int64)
         lossy = lossy | ~finite
-    _off_grid(x, lossy | (_levels(k, grid) != xf), grid)
+    return k, lossy | (_levels(k, grid) != xf)
+
+
+def _check_float(x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"encode needs a floating-point tensor of grid levels, got {getattr(x, 'dtype', type(x).__name__)}")
+    return x.detach().cpu()
+
+
+def encode(x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Integer codes (shape of ``x``, dtype :func:`code_dtype`) of the on-grid values ``x``."""
+    x = _check_float(x)
+    k, bad = _encode(x, grid)
+    _raise_off_grid(x, bad, grid)
     return k.to(code_dtype(grid))
 
 
-def decode(codes: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """float32 levels of integer ``codes`` (inverse of :func:`encode`); refuses codes with no level."""
+def decode(codes: torch.Tensor, grid: Grid, dtype: torch.dtype = _F32) -> torch.Tensor:
+    """Levels of integer ``codes`` (inverse of :func:`encode`), float32 or, with
+    ``dtype=torch.float64``, the float64 levels of float64 tensors; refuses codes with no level."""
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"decode needs an integer tensor of codes, got {getattr(codes, 'dtype', type(codes).__name__)}")
     codes = codes.cpu()
@@ -133,56 +169,118 @@ def decode(codes: torch.Tensor, grid: Grid) -> torch.Tensor:
         out = c.view(f.dtype).to(_F32)
         if not bool(torch.isfinite(out).all()):
             raise ValueError(f"decode: {int((~torch.isfinite(out)).sum())} codes are NaN/inf patterns of {f.name}, not levels of {grid!r}")
-        return out
+        return out.to(dtype)
     k = codes.to(torch.int64)
     lo, hi = (grid.kmin, grid.kmax) if grid.bounded else (None, None)
     if lo is not None and codes.numel() and (int(k.min()) < lo or int(k.max()) > hi):
         raise ValueError(f"decode: codes outside [{lo}, {hi}] have no level in {grid!r} "
                          f"(got {int(k.min())}..{int(k.max())})")
-    return _levels(k, grid)
+    return _levels(k, grid, torch.float64 if dtype == torch.float64 else _F32).to(dtype)
 
 
-# -- bit packing -----------------------------------------------------------------------------
-def _unsigned(codes: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, int, int]:
-    """(codes - offset as int64 >= 0, bits, offset)."""
-    c = codes.reshape(-1).to(torch.int64)
+# -- bit packing, chunk by chunk ---------------------------------------------------------------
+def _width(grid: Grid):
+    """``(bits, offset)`` of a grid's packed codes; ``None`` for an unbounded uniform grid."""
     if grid.kind == "float":
-        b = fmt_info(grid.fmt).bits
-        return c & ((1 << b) - 1), b, 0
+        return fmt_info(grid.fmt).bits, 0
     if grid.kind == "binary":
-        return c, 1, 0
+        return 1, 0
     if grid.bounded:
-        return c - grid.kmin, code_bits(grid), grid.kmin
-    lo = int(c.min()) if c.numel() else 0
-    span = (int(c.max()) - lo) if c.numel() else 0
-    return c - lo, max(1, span.bit_length()), lo
+        return code_bits(grid), grid.kmin
+    return None
 
 
-def pack(codes: torch.Tensor, grid: Grid) -> Tuple[bytes, dict]:
-    """``codes`` (from :func:`encode`) as bytes with ``bits`` bits each; returns (bytes, ``{"bits", "offset"}``)."""
-    v, b, offset = _unsigned(codes, grid)
-    if b > 62:
-        raise ValueError(f"pack: codes span {b} bits; at most 62 are supported")
+def _unsigned(c: torch.Tensor, grid: Grid, offset: int) -> torch.Tensor:
+    """Codes as non-negative int64 ``c - offset`` (float patterns: their unsigned bits)."""
+    c = c.reshape(-1).to(torch.int64)
+    if grid.kind == "float":
+        return c & ((1 << fmt_info(grid.fmt).bits) - 1)
+    return c - offset if offset else c
+
+
+def _span(chunks, grid: Grid) -> Tuple[int, int]:
+    """``(bits, offset)`` of an unbounded grid: the fewest bits covering the codes seen in ``chunks``."""
+    lo = hi = None
+    for c in chunks:
+        if c.numel():
+            a, b = int(c.min()), int(c.max())
+            lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
+    if lo is None:
+        return 1, 0
+    return max(1, (hi - lo).bit_length()), lo
+
+
+def _pack_chunk(out: torch.Tensor, v: torch.Tensor, b: int, start: int) -> None:
+    """Write codes ``v`` (non-negative int64), codes ``start..`` of the tensor, into ``out`` with
+    ``b`` bits each, little-endian bit order (``start`` is a multiple of 8: a byte boundary)."""
     bits = ((v.unsqueeze(1) >> torch.arange(b, dtype=torch.int64)) & 1).to(torch.uint8).reshape(-1)
     pad = (-bits.numel()) % 8
     if pad:
         bits = torch.cat([bits, bits.new_zeros(pad)])
     byte = (bits.reshape(-1, 8).to(torch.int32) << torch.arange(8, dtype=torch.int32)).sum(1).to(torch.uint8)
-    return byte.numpy().tobytes(), {"bits": b, "offset": offset}
+    first = start * b // 8
+    out[first:first + byte.numel()] = byte
 
 
-def unpack(data: bytes, n: int, meta: dict, grid: Grid) -> torch.Tensor:
-    """The ``n`` codes (1-D, dtype :func:`code_dtype`) that :func:`pack` stored in ``data``."""
+def pack_values(x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, dict]:
+    """:func:`pack` of :func:`encode` of ``x``, chunk by chunk: the packed bytes as a 1-D ``uint8``
+    tensor and ``{"bits", "offset"}``. Refuses values that are not levels (one line)."""
+    flat = _check_float(x).reshape(-1)
+    n = flat.numel()
+
+    def codes():
+        for a in range(0, n, CHUNK):
+            k, bad = _encode(flat[a:a + CHUNK], grid)
+            _raise_off_grid(flat[a:a + CHUNK], bad, grid, a, n)
+            yield a, k
+
+    width = _width(grid)
+    b, offset = width if width is not None else _span((k for _, k in codes()), grid)
+    _check_width(b)
+    out = torch.zeros((n * b + 7) // 8, dtype=torch.uint8)
+    for a, k in codes():
+        _pack_chunk(out, _unsigned(k, grid, offset), b, a)
+    return out, {"bits": b, "offset": offset}
+
+
+def _check_width(b: int) -> None:
+    if b > 62:
+        raise ValueError(f"pack: codes span {b} bits; at most 62 are supported")
+
+
+def pack(codes: torch.Tensor, grid: Grid) -> Tuple[bytes, dict]:
+    """``codes`` (from :func:`encode`) as bytes with ``bits`` bits each; returns (bytes, ``{"bits", "offset"}``)."""
+    flat = codes.reshape(-1)
+    n = flat.numel()
+    width = _width(grid)
+    b, offset = width if width is not None else _span((flat[a:a + CHUNK].to(torch.int64) for a in range(0, n, CHUNK)), grid)
+    _check_width(b)
+    out = torch.zeros((n * b + 7) // 8, dtype=torch.uint8)
+    for a in range(0, n, CHUNK):
+        _pack_chunk(out, _unsigned(flat[a:a + CHUNK], grid, offset), b, a)
+    return out.numpy().tobytes(), {"bits": b, "offset": offset}
+
+
+def unpack(data, n: int, meta: dict, grid: Grid) -> torch.Tensor:
+    """The ``n`` codes (1-D, dtype :func:`code_dtype`) that :func:`pack` stored in ``data`` (bytes,
+    or a 1-D ``uint8`` tensor), chunk by chunk."""
     b, offset = int(meta["bits"]), int(meta["offset"])
     need = (n * b + 7) // 8
-    if len(data) != need:
-        raise ValueError(f"unpack: {n} codes of {b} bits need {need} bytes, got {len(data)}; the file is truncated or corrupt")
+    size = data.numel() if isinstance(data, torch.Tensor) else len(data)
+    if size != need:
+        raise ValueError(f"unpack: {n} codes of {b} bits need {need} bytes, got {size}; the file is truncated or corrupt")
+    out = torch.empty(n, dtype=code_dtype(grid))
     if n == 0:
-        return torch.zeros(0, dtype=code_dtype(grid))
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
-    bits = ((raw.unsqueeze(1) >> torch.arange(8, dtype=torch.int64)) & 1).reshape(-1)[: n * b].reshape(n, b)
-    v = (bits << torch.arange(b, dtype=torch.int64)).sum(1) + offset
-    if grid.kind == "float":
-        fb = fmt_info(grid.fmt).bits
-        v = torch.where(v >= 1 << (fb - 1), v - (1 << fb), v)
-    return v.to(code_dtype(grid))
+        return out
+    raw = data.reshape(-1) if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    fb = fmt_info(grid.fmt).bits if grid.kind == "float" else None
+    for a in range(0, n, CHUNK):
+        m = min(CHUNK, n - a)
+        first = a * b // 8
+        chunk = raw[first:first + (m * b + 7) // 8].to(torch.int64)
+        bits = ((chunk.unsqueeze(1) >> torch.arange(8, dtype=torch.int64)) & 1).reshape(-1)[: m * b].reshape(m, b)
+        v = (bits << torch.arange(b, dtype=torch.int64)).sum(1) + offset
+        if fb is not None:
+            v = torch.where(v >= 1 << (fb - 1), v - (1 << fb), v)
+        out[a:a + m] = v.to(out.dtype)
+    return out

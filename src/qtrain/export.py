@@ -15,7 +15,13 @@ The container is the safetensors layout, written and read here without extra
 dependencies: an 8-byte little-endian header length, a JSON header (padded with spaces
 to a multiple of 8), then the raw little-endian tensor bytes, back to back. Packed tensors
 appear as ``U8`` byte arrays; other safetensors readers can open the file, and
-:func:`load` turns the codes back into the exact float32 weights.
+:func:`load` turns the codes back into the exact weights (float64 tensors: their float64
+levels :math:`k\Delta`; the stored ``dtype`` says which).
+
+Memory: each quantized tensor is encoded and packed chunk by chunk (:func:`qtrain.codes.pack_values`),
+the file is written tensor by tensor from the packed bytes and the model's own tensors, and read
+back tensor by tensor: the peak is the packed bytes plus one chunk's temporaries (a benchmark,
+``benchmarks/bench_export_memory.py``, measures it).
 
 >>> import torch, tempfile, os
 >>> from qtrain import Grid, QuantizedOptimizer, conv_weights
@@ -43,7 +49,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_bytes
-from .codes import decode, encode, pack, unpack
+from .codes import decode, pack_values, unpack
 from .grid import Grid
 
 __all__ = ["save", "save_with_grids", "load", "write_safetensors", "read_safetensors", "float_size"]
@@ -58,19 +64,24 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 def write_safetensors(path: Union[str, Path], tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> int:
     """Write ``tensors`` (CPU, any of the dtypes above) and string ``metadata``; returns the file size."""
     header: dict = {"__metadata__": dict(metadata)}
-    chunks, offset = [], 0
+    offset = 0
     for name, t in tensors.items():
         if t.dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; safetensors export supports {', '.join(map(str, _DTYPES))}")
-        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * ((-len(head)) % 8)
-    blob = struct.pack("<Q", len(head)) + head + b"".join(chunks)
-    atomic_write_bytes(path, blob)
-    return len(blob)
+
+    def parts():  # tensor by tensor, from the tensors' own memory (a copy only of non-contiguous ones)
+        yield struct.pack("<Q", len(head)) + head
+        for t in tensors.values():
+            if t.numel():
+                yield t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+    atomic_write_bytes(path, parts())
+    return 8 + len(head) + offset
 
 
 def read_safetensors(path: Union[str, Path]):
@@ -78,22 +89,27 @@ def read_safetensors(path: Union[str, Path]):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no export at {path}; write one with `qtrain export RUN --out {path.name}`")
-    blob = path.read_bytes()
+    size = path.stat().st_size
     try:
-        (n,) = struct.unpack("<Q", blob[:8])
-        header = json.loads(blob[8:8 + n])
-        if not isinstance(header, dict) or 8 + n > len(blob):
-            raise ValueError("bad header")
-        meta = header.pop("__metadata__", {}) or {}
-        base, out = 8 + n, {}
-        for name, h in header.items():
-            b, e = h["data_offsets"]
-            if not 0 <= b <= e <= len(blob) - base:
-                raise ValueError(f"offsets of {name} out of range")
-            dt = _NAMES[h["dtype"]]
-            raw = bytearray(blob[base + b:base + e])
-            t = torch.frombuffer(raw, dtype=dt) if raw else torch.zeros(0, dtype=dt)
-            out[name] = t.reshape(h["shape"])
+        with open(path, "rb") as f:  # tensor by tensor: the file is never held twice
+            (n,) = struct.unpack("<Q", f.read(8))
+            if 8 + n > size:
+                raise ValueError("bad header")
+            header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("bad header")
+            meta = header.pop("__metadata__", {}) or {}
+            base, out = 8 + n, {}
+            for name, h in header.items():
+                b, e = h["data_offsets"]
+                if not 0 <= b <= e <= size - base:
+                    raise ValueError(f"offsets of {name} out of range")
+                dt = _NAMES[h["dtype"]]
+                raw = torch.empty(e - b, dtype=torch.uint8)
+                f.seek(base + b)
+                if e > b and f.readinto(raw.numpy()) != e - b:
+                    raise ValueError(f"{name} is truncated")
+                out[name] = raw.view(dt).reshape(h["shape"]) if e > b else torch.zeros(h["shape"], dtype=dt)
     except (struct.error, ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({str(e)[:80]}); re-export it") from None
     return out, meta
@@ -133,11 +149,11 @@ def save_with_grids(model: nn.Module, grids: Dict[str, Grid], path: Union[str, P
         t = t.detach().cpu()
         if name in grids:
             g = grids[name]
-            data, info = pack(encode(t, g), g)
-            tensors[name] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+            data, info = pack_values(t, g)  # chunk by chunk; float64 tensors: their float64 levels
+            tensors[name] = data
             meta[f"qtrain.{name}"] = json.dumps({"grid": g.to_dict(), "shape": list(t.shape), "dtype": str(t.dtype),
                                                  **info})
-            packed += len(data)
+            packed += data.numel()
         else:
             tensors[name] = t
             plain += t.numel() * t.element_size()
@@ -161,8 +177,8 @@ def load(model: nn.Module, path: Union[str, Path], strict: bool = True) -> dict:
         q = json.loads(q)
         g = Grid.from_dict(q["grid"])
         n = math.prod(q["shape"])
-        values = decode(unpack(t.numpy().tobytes(), n, q, g), g).reshape(q["shape"])
-        state[name] = values.to(getattr(torch, q.get("dtype", "torch.float32").replace("torch.", "")))
+        dtype = getattr(torch, q.get("dtype", "torch.float32").replace("torch.", ""))
+        state[name] = decode(unpack(t.reshape(-1), n, q, g), g, dtype).reshape(q["shape"])
         info[name] = {**q, "grid": g}
     try:
         model.load_state_dict(state, strict=strict)

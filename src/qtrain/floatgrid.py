@@ -189,12 +189,12 @@ def _refuse(x: torch.Tensor, what: str, name: str, limit_bad: torch.Tensor) -> N
                          f"{name} (max {FORMATS[name].max:g}); check the learning rate and gradients or scale the weights")
 
 
-def _sr32(x: torch.Tensor, fmt: FloatFormat, key: int) -> torch.Tensor:
+def _sr32(x: torch.Tensor, fmt: FloatFormat, key: int, start: int = 0) -> torch.Tensor:
     """:math:`Q_s` of a contiguous float32 tensor (finite, ``|x| <= max`` or e4m3fn)."""
     bits = x.view(torch.int32)
     a = bits & _ABS
     sign = bits & _SIGN
-    u = uniform(key, x.numel(), x.device).view(x.shape)
+    u = uniform(key, x.numel(), x.device, start=start).view(x.shape)
     d = 23 - fmt.m
     low = a & ((1 << d) - 1)
     up = u < low.to(torch.float32) * 2.0 ** -d  # p = low / 2^d, exact in float32
@@ -229,7 +229,7 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=n, thread_name_prefix="qtrain-floatgrid")
 
 
-def _sr32_c(lib, x: torch.Tensor, fmt: FloatFormat, key: int, stochastic: bool = True):
+def _sr32_c(lib, x: torch.Tensor, fmt: FloatFormat, key: int, stochastic: bool = True, start: int = 0):
     """``(out, number of inputs without a level)`` from the C kernel (threads split the array):
     :math:`Q_s` or, with ``stochastic=False``, :math:`Q_d` (the cast's bits)."""
     out = torch.empty_like(x)
@@ -242,17 +242,18 @@ def _sr32_c(lib, x: torch.Tensor, fmt: FloatFormat, key: int, stochastic: bool =
     xp, op = x.data_ptr(), out.data_ptr()
     threads = max(1, min(torch.get_num_threads(), n >> 16))
     if threads == 1:
-        return out, int(lib.qtrain_float_sr_f32(xp, op, n, 0, *args))
+        return out, int(lib.qtrain_float_sr_f32(xp, op, n, start, *args))
     cuts = [n * j // threads for j in range(threads + 1)]
-    jobs = [_pool(threads).submit(lib.qtrain_float_sr_f32, xp + 4 * a, op + 4 * a, b - a, a, *args)
+    jobs = [_pool(threads).submit(lib.qtrain_float_sr_f32, xp + 4 * a, op + 4 * a, b - a, start + a, *args)
             for a, b in zip(cuts[:-1], cuts[1:])]
     return out, sum(int(j.result()) for j in jobs)
 
 
-def quantize_float(x: torch.Tensor, name: str, stochastic: bool, key: int = 0) -> torch.Tensor:
+def quantize_float(x: torch.Tensor, name: str, stochastic: bool, key: int = 0, start: int = 0) -> torch.Tensor:
     """:math:`Q_d` (``stochastic=False``) or :math:`Q_s` onto format ``name``; float32 result.
 
-    ``key`` is a resolved 64-bit key of :mod:`qtrain.rng` (see :func:`qtrain.rng.resolve_key`).
+    ``key`` is a resolved 64-bit key of :mod:`qtrain.rng` (see :func:`qtrain.rng.resolve_key`);
+    ``start``: ``x`` (flattened) is elements ``[start, start + n)`` of a larger tensor, whose draws it takes.
     Refuses NaN/inf and values without a finite level (see the module's table) in one line.
     """
     fmt = fmt_info(name)
@@ -274,10 +275,10 @@ def quantize_float(x: torch.Tensor, name: str, stochastic: bool, key: int = 0) -
     xc = x.to(torch.float32).contiguous()
     lib = _lib() if xc.device.type == "cpu" else None
     if lib is not None:
-        out, bad = _sr32_c(lib, xc, fmt, key)
+        out, bad = _sr32_c(lib, xc, fmt, key, start=start)
         if not bad:
             return out
     finite = torch.isfinite(xc)
     if not bool(finite.all()) or (fmt.has_inf and bool((xc.abs() > fmt.max).any())):
         _refuse(xc, what, name, ~finite | ((xc.abs() > fmt.max) if fmt.has_inf else torch.zeros_like(finite)))
-    return _sr32(xc, fmt, key)
+    return _sr32(xc, fmt, key, start)

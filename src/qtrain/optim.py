@@ -49,6 +49,7 @@ from ._optim_support import (LOW_PRECISION, as_int, check_grid_names, check_repr
                              return_latents, store_exact)
 from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
+from .lowprec_state import cast_state, check_saved_state_dtype, check_state_dtype, lowprec_step, round_chunks
 from ._packed import PackedRounding, grads_finite
 from .rng import M64, resolve_key, splitmix64, stream_key
 from .rounding import ROUNDINGS, quantize, quantize_into
@@ -106,6 +107,10 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         bc_rounding: how BC maps latent to forward weights, ``"nearest"`` or ``"stochastic"``.
         check_finite: refuse to step (``FloatingPointError``, nothing changed) when a gradient
             (dense or sparse) holds NaN or inf (one read of every gradient: a kernel call over the float32 CPU ones, a batched norm over the rest).
+        state_dtype: ``torch.bfloat16`` or ``torch.float16``: keep the base optimizer's moments
+            in that dtype, written back with stochastic rounding, and run its step (SGD, Adam, AdamW)
+            chunk by chunk in float32 without float32 copies of whole parameters
+            (:mod:`qtrain.lowprec_state`); ``torch.float32``: the same step, state in float32.
         diagnostics: keep the quantized weights of the step before (one copy of them, and of
             BC's latents, per step) to report :meth:`diagnostics` and to restore them when a step
             raises after the base step. Off by default: the step then copies nothing.
@@ -117,7 +122,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, base: torch.optim.Optimizer, method: str, grid: GridSpec,
                  params: Optional[Iterable] = None, seed: int = 0, bc_rounding: str = "nearest",
-                 check_finite: bool = True, diagnostics: bool = False):
+                 check_finite: bool = True, diagnostics: bool = False, state_dtype: Optional[torch.dtype] = None):
         if not isinstance(base, torch.optim.Optimizer) or isinstance(base, QuantizedOptimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer such as torch.optim.Adam(...), got {type(base).__name__}")
         if method not in METHODS:
@@ -146,6 +151,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             check_grid_names(grid, self.names)
         self.grids = [grid_for(grid, n, p) for n, p in named]
         self.dynamic = dynamic_specs(grid, self.names)  # {index: DynamicGrid}, re-evaluated every step
+        self.state_dtype = check_state_dtype(base, state_dtype, method, self.dynamic, self.track_diagnostics)
         self.step_count = 0
         self.latents: List[torch.Tensor] = []
         self._diag: dict = {}
@@ -163,8 +169,11 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         self.latents.append(src)
                     else:
                         pre = p.detach().clone()  # kept until the first step: see _requantize_after_load
-                        src = pre.float() if p.dtype in LOW_PRECISION else p
-                    if p.dtype in LOW_PRECISION:
+                        src = pre.float() if p.dtype in LOW_PRECISION and self.state_dtype is None else pre if \
+                            p.dtype in LOW_PRECISION else p
+                    if p.dtype in LOW_PRECISION and self.state_dtype is not None:  # chunk by chunk, same bits
+                        round_chunks(src, p, g, rounding == "stochastic", resolve_key(self._key(i)), self.names[i])
+                    elif p.dtype in LOW_PRECISION:
                         p.copy_(self._round(i, src, rounding, p.dtype))
                     else:  # in place, no temporary on the C-kernel path
                         quantize_into(src, p, g, rounding == "stochastic",
@@ -225,6 +234,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         such a step raises and leaves them partly updated (reload a checkpoint). The base
         optimizer's own state (e.g. Adam's moments) may have advanced either way.
         """
+        if self.state_dtype is not None:  # moments in state_dtype (qtrain.lowprec_state)
+            return lowprec_step(self, closure)
         if self.method == "float":
             if self.check_finite and closure is None:
                 self._check_grads()
@@ -331,6 +342,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         "bc_rounding": self.bc_rounding, "names": list(self.names),
                         "shapes": [list(p.shape) for p in self.qparams],
                         "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents),
+                        "state_dtype": None if self.state_dtype is None else str(self.state_dtype),
                         "dynamic": [self.dynamic[i].to_dict() if i in self.dynamic else None
                                     for i in range(len(self.qparams))]}
         return sd
@@ -351,6 +363,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         if self.method == "bc" and q.get("bc_rounding") != self.bc_rounding:
             raise ValueError(f"checkpoint was saved with bc_rounding={q.get('bc_rounding')!r} but this optimizer has "
                              f"{self.bc_rounding!r}")
+        check_saved_state_dtype(q, self.state_dtype)
         if len(q["grids"]) != len(self.qparams):
             raise ValueError(f"checkpoint quantizes {len(q['grids'])} tensors, this optimizer {len(self.qparams)}; "
                              "build the optimizer over the same model and params")
@@ -372,6 +385,8 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                 self.base.load_state_dict(sd)
             finally:
                 end_float32_work(self.qparams, swapped)
+            if self.state_dtype is not None:
+                cast_state(self.base, self.state_dtype, sd)
         except BaseException:
             self.grids = mine
             raise

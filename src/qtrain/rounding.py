@@ -132,21 +132,21 @@ def q_s_reference(w: float, grid: Grid, u: float, double: bool = False) -> float
 
 
 # -- vectorised ------------------------------------------------------------------------------
-def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> torch.Tensor:
-    """The torch implementation; ``x`` is contiguous float32/float64."""
+def _eager(x: torch.Tensor, grid: Grid, stochastic: bool, key: int, start: int = 0) -> torch.Tensor:
+    """The torch implementation; ``x`` is contiguous float32/float64 (elements ``start...`` of a tensor)."""
     dt = x.dtype
     if grid.kind == "binary":
         s = torch.tensor(grid.scale, dtype=dt, device=x.device)
         if not stochastic:
             return torch.where(x >= 0, s, -s)
         p = (torch.minimum(torch.maximum(x, -s), s) + s) / (2 * s)
-        u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
+        u = uniform(key, x.numel(), x.device, start=start, dtype=dt).view(x.shape)
         return torch.where(u < p, s, -s)
     d = torch.tensor(grid.delta, dtype=dt, device=x.device)
     t = x / d
     if stochastic:
         f = torch.floor(t)
-        u = uniform(key, x.numel(), x.device, dtype=dt).view(x.shape)
+        u = uniform(key, x.numel(), x.device, start=start, dtype=dt).view(x.shape)
         p = torch.where(x == f * d, 0.0, t - f)  # values already on a level stay there,
         p = torch.where(x == (f + 1) * d, 1.0, p)  # even when x/Δ rounds off the integer
         k = torch.where(u < p, f + 1, f)
@@ -261,6 +261,28 @@ def quantize_into(x: torch.Tensor, out, grid: Grid, stochastic: bool, key: int) 
         q = q.to(x.dtype)
         _check_finite_out(x, q, grid, x.dtype)
     return q if out is None else out.copy_(q)
+
+
+def quantize_slice(x: torch.Tensor, grid: Grid, stochastic: bool, key: int, start: int) -> torch.Tensor:
+    """:math:`Q(x)` for a non-empty contiguous 1-D ``x`` that is elements ``[start, start + n)`` of a
+    larger flat tensor: the same bits as :func:`quantize_into` over that tensor gives them (SR's draw
+    of entry :math:`i` is keyed by :math:`i`), so a tensor rounded chunk by chunk equals one rounded
+    whole. Returns a new tensor (float32 for float grids, else ``x``'s dtype)."""
+    if grid.kind == "float":
+        return quantize_float(x, grid.fmt, stochastic, key, start)
+    if start == 0 or not stochastic:
+        return quantize_into(x, None, grid, stochastic, key)
+    if x.dtype is _F32 and x.is_cpu and _kernel.get() is not None:
+        e = _kernel_args(grid)
+        out = torch.empty_like(x)
+        if _kernel.run(x, out, e[1] + 1, e[2], e[3], e[4], e[5], e[6], key, start):
+            _raise_bad(x, out, grid)
+        return out
+    xc = x.detach().to(torch.float64 if x.dtype == torch.float64 else _F32)
+    q = _eager(xc, grid, True, key, start)
+    if (int(torch.isnan(xc).sum()) if grid.kind == "binary" else int((~torch.isfinite(q)).sum())):
+        _raise_bad(xc, q, grid)
+    return q if q.dtype == x.dtype else q.to(x.dtype)
 
 
 def _raise_bad(x, out, grid: Grid) -> None:
