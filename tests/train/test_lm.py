@@ -115,7 +115,9 @@ def test_bf16_weights_and_plain_adamw(text_dir, tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [dict(method="sr", grid="bfloat16", quantize="every", weight_dtype="bfloat16"),
-                                 dict(method="bc", grid="ternary", scale="dynamic")], ids=["sr-bf16", "bc-ternary-dynamic"])
+                                 dict(method="bc", grid="ternary", scale="dynamic"),
+                                 dict(method="sr", grid="bfloat16", quantize="every", weight_dtype="bfloat16",
+                                      state_dtype="bfloat16")], ids=["sr-bf16", "bc-ternary-dynamic", "sr-bf16-state"])
 def test_lm_resume_mid_epoch_is_bit_identical(text_dir, tmp_path, monkeypatch, capsys, cfg):
     run(tiny(text_dir, **cfg), tmp_path / "ref")
     k = 7  # step 2 of epoch 2 (5 steps per epoch)
@@ -191,3 +193,14 @@ def test_dynamic_absmean_ternary_follows_the_latents(text_dir, tmp_path):
         assert latent.abs().max().item() > grid["scale"]
         s = torch.tensor(grid["scale"], dtype=torch.float32).item()
         assert set(ck["model"][name].unique().tolist()) <= {-s, 0.0, s}
+
+
+def test_bf16_state_is_kept_and_halves_the_moments(text_dir, tmp_path):
+    cfg = dict(method="sr", grid="bfloat16", quantize="every", weight_dtype="bfloat16")
+    a = run(tiny(text_dir, **cfg), tmp_path / "fp32-state")
+    b = run(tiny(text_dir, state_dtype="bfloat16", **cfg), tmp_path / "bf16-state")
+    assert a["memory"]["bytes_per_param"] == pytest.approx(10.0)  # bf16 weights + two float32 moments
+    assert b["memory"]["bytes_per_param"] == pytest.approx(6.0)   # bf16 weights + two bf16 moments
+    state = load_checkpoint(tmp_path / "bf16-state" / "checkpoint.pt")["optimizer"]["state"]
+    assert {v["exp_avg"].dtype for v in state.values()} == {torch.bfloat16}
+    assert abs(a["val_loss"] - b["val_loss"]) < 0.1

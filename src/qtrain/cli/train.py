@@ -40,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, help="width of models that take one (smallcnn)")
     p.add_argument("--block-size", type=int, help="language models: context length (default 64)")
     p.add_argument("--steps-per-epoch", type=int, help="language models: optimizer steps per epoch (default 100)")
+    p.add_argument("--state-dtype", help="bfloat16 | float16 | float32: keep the optimizer's moments in that dtype "
+                   "(SGD/Adam/AdamW; written back with stochastic rounding)")
     p.add_argument("--weight-dtype", help="language models: float32 | bfloat16 (the whole model stored in bfloat16)")
     p.add_argument("--train-subset", type=int, help="use the first N training images")
     p.add_argument("--test-subset", type=int, help="use the first N test images")

@@ -24,6 +24,7 @@ GRIDS = ("binary", "ternary", "uniform") + FLOAT_GRIDS
 QUANTIZE = ("conv", "all", "blocks", "every")  # default: conv (CNNs), blocks (language models)
 LR_SCHEDULES = ("step", "cosine")
 WEIGHT_DTYPES = ("float32", "bfloat16")
+STATE_DTYPES = ("bfloat16", "float16", "float32")  # QuantizedOptimizer(state_dtype=...): the base optimizer's moments
 LATENT_INITS = ("default", "uniform")
 LR_SCALES = ("none", "glorot")
 
@@ -58,6 +59,7 @@ class TrainConfig:
     block_size: Optional[int] = None  # language models: context length T (default 64)
     steps_per_epoch: Optional[int] = None  # language models: optimizer steps per "epoch" (default 100)
     weight_dtype: str = "float32"   # float32 | bfloat16 (language models: the whole model stored in that dtype)
+    state_dtype: Optional[str] = None  # bfloat16 | float16 | float32: optimizer moments in that dtype (SR write-back)
     train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
     test_subset: Optional[int] = None
     val_size: Optional[int] = None  # hold out the last N training images and evaluate on them instead of the test set
@@ -105,6 +107,8 @@ class TrainConfig:
         choice("quantize", QUANTIZE)
         choice("lr_schedule", LR_SCHEDULES)
         choice("weight_dtype", WEIGHT_DTYPES)
+        if self.state_dtype is not None:
+            choice("state_dtype", STATE_DTYPES)
         if lm != (self.model in LM_MODELS):
             raise ValueError(f"model {self.model!r} does not fit data {self.data!r}: language models "
                              f"({', '.join(LM_MODELS)}) train on text ({', '.join(LM_DATASETS)}) and image models on images")

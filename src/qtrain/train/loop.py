@@ -54,7 +54,7 @@ EVAL_BATCH = 500
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                     "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
                     "train_subset", "val_size", "latent_init", "lr_scale", "threads",
-                    "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype")
+                    "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype", "state_dtype")
 
 
 def pick_device(name: str, d: distributed.Dist) -> torch.device:
@@ -220,7 +220,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 p.uniform_(g.low, g.high)
     opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method,
                              cfg.grid_spec(scales), params=named_q, seed=cfg.seed,
-                             bc_rounding=cfg.bc_rounding)
+                             bc_rounding=cfg.bc_rounding,
+                             state_dtype=getattr(torch, cfg.state_dtype) if cfg.state_dtype else None)
     sched = make_scheduler(opt, cfg, n_train)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
     net = nn.parallel.DistributedDataParallel(model) if d.enabled else model
