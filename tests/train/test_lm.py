@@ -1,4 +1,5 @@
 """The language-model path on a small generated text: data, model, training, resume, errors."""
+import json
 import os
 import random
 import signal
@@ -204,3 +205,34 @@ def test_bf16_state_is_kept_and_halves_the_moments(text_dir, tmp_path):
     state = load_checkpoint(tmp_path / "bf16-state" / "checkpoint.pt")["optimizer"]["state"]
     assert {v["exp_avg"].dtype for v in state.values()} == {torch.bfloat16}
     assert abs(a["val_loss"] - b["val_loss"]) < 0.1
+
+
+def test_lm_two_processes_match_one(text_dir, tmp_path):
+    """torchrun, 2 CPU ranks (gloo): the ranks hold identical weights, and the run matches one process
+    (the same batches: val loss equal to 1e-4, weights but for a few Adam-amplified entries) up to the summation
+    order of the averaged gradient."""
+    import socket
+    import subprocess
+    import sys
+
+    def torchrun(nproc, out):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "qtrain", "train", "--data",
+               "shakespeare", "--model", "gpt-tiny", "--data-dir", str(text_dir), "--epochs", "1", "--steps-per-epoch",
+               "3", "--batch-size", "8", "--block-size", "16", "--test-subset", "40", "--optimizer", "adamw",
+               "--method", "float", "--device", "cpu", "--no-progress", "--out", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads((out / "summary.json").read_text())
+
+    two, one = torchrun(2, tmp_path / "two"), torchrun(1, tmp_path / "one")
+    assert two["world_size"] == 2 and two["replicas_identical"], two["replica_digests"]
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    a = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    # Adam divides by sqrt(v): entries whose gradient is ~0 move by up to lr either way with the summation order
+    off = sum(int(((a[k] - b[k]).abs() > 1e-4).sum()) for k in a)
+    assert off < 0.01 * sum(t.numel() for t in a.values()), off

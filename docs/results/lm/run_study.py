@@ -160,8 +160,22 @@ def write_table(out: Path, cells: dict, lrs: list, skipped: dict, settings: dict
         sec = f"{stats.mean([c['seconds'] for c in done]):.0f}" if done else "–"
         lines.append(f"| {label} | " + " | ".join(vals) + f" | {bpp} | {sec} |")
     notes = [f"- {LABELS[k]}: not run: {why}" for k, why in skipped.items()]
-    if notes:
-        lines += [""] + notes
+    lines += ["", "What each row holds (bytes/param above is measured from the tensors and matches this):", "",
+              "- float32: float32 weights and AdamW moments (4 + 8 bytes).",
+              "- plain bf16 AdamW and torchao: the model cast to bfloat16; torch's AdamW then keeps bf16 moments and "
+              "rounds every update to nearest (so small updates are lost: the stall); torchao's `_AdamW("
+              "bf16_stochastic_round=True)` rounds the update stochastically (2 + 4 bytes).",
+              "- R / SR onto bf16: the same bf16 model, every parameter on the bfloat16 grid through qtrain (`--quantize "
+              "every`); AdamW's moments float32 (2 + 8 bytes), or bfloat16 with `--state-dtype bfloat16` (2 + 4 bytes, "
+              "moments written back with SR).",
+              "- SR onto float8_e4m3fn, BC / SR ternary: the Linear weights of the blocks (786,432 of 813,568 "
+              "parameters) on the grid, embeddings, norms and head float32 (BitNet's split). torch has no float8 or "
+              "ternary matmul on the CPU, so the grid values are held in float32 tensors (4 + 8 bytes; BC adds its "
+              "float32 latents); `qtrain export` packs them to 1 byte (float8) or 2 bits (ternary) per weight.",
+              "- BC ternary: BitNet b1.58's absmean scale recomputed from the latent weights at every step "
+              "(`--scale dynamic`), latents not clipped; SR ternary: scale = mean |w| of each layer at init "
+              "(an absmean recomputed from SR's on-grid weights would only shrink).",
+              ] + notes
     lines += ["", "## The poster's predictions on a transformer", "",
               "| claim | peak lr | verdict | effect |", "|---|---|---|---|"]
     for c in cl:
