@@ -181,7 +181,7 @@ def write_table(out: Path, cells: dict, lrs: list, skipped: dict, settings: dict
     for c in cl:
         lines.append(f"| {c['claim']} | {c['lr']:g} | {c['verdict'] or 'no verdict'} | {c.get('effect') or c.get('reason')} |")
     lines += ["", "Rules: " + "; ".join(sorted({c["rule"] for c in cl})) + ".", "",
-              "![validation loss](lm_val_loss.png)", ""]
+              "![validation loss](lm_val_loss.png)", "", "![gap to float32](lm_gap.png)", ""]
     atomic_write_bytes(out / "lm_table.md", "\n".join(lines).encode())
 
 
@@ -210,6 +210,31 @@ def plot(out: Path, runs_dir: Path, cells: dict, lrs: list) -> None:
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, out / "lm_val_loss.png", dpi=110)
+    plt.close(fig)
+
+    # final validation loss minus float32's, mean ± SE (Welch) per row and lr
+    keys = [(k, label) for k, label, _, _ in ROWS if k != "float32"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(keys) + 1.5))
+    height = 0.8 / len(lrs)
+    for j, lr in enumerate(lrs):
+        ref = (cells.get(("float32", lr)) or {}).get("val_losses") or []
+        ys, xs, errs = [], [], []
+        for i, (k, _) in enumerate(keys):
+            v = (cells.get((k, lr)) or {}).get("val_losses") or []
+            test = stats.welch(ref, v) if ref and v else None
+            if test is not None:
+                ys.append(i + (j - (len(lrs) - 1) / 2) * height)
+                xs.append(test["diff"])
+                errs.append(test["se"])
+        ax.barh(ys, xs, height=height, xerr=errs, capsize=3, label=f"peak lr {lr:g}")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(keys)), [label for _, label in keys], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("final validation loss − float32 AdamW (nats/char), mean ± SE over seeds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    atomic_savefig(fig, out / "lm_gap.png", dpi=110)
     plt.close(fig)
 
 
@@ -290,6 +315,7 @@ def write_run_md(out: Path, a, argv, t0: float, load_start, n_jobs: int, commit:
     except Exception as e:  # noqa: BLE001 (any failure to import is reported)
         tao = f"not importable ({type(e).__name__})"
     args = " ".join(sys.argv[1:] if argv is None else argv)
+    args = args.replace(str(a.data_dir), "DATA/tinyshakespeare")  # the folder holding input.txt, wherever it is
     path = out / "RUN.md"
     before = path.read_text() if path.is_file() else "# How this study was run\n\nEach invocation of the driver below (it skips finished runs):\n"
     text = before + f"""
