@@ -126,9 +126,10 @@ def claims(cells: dict, lrs: list) -> list:
     return out
 
 
-def write_table(out: Path, cells: dict, lrs: list, skipped: dict, settings: dict, partial: bool) -> None:
+def write_table(out: Path, cells: dict, lrs: list, skipped: dict, settings: dict, partial: bool, keys=None) -> None:
+    selected = [r for r in ROWS if keys is None or r[0] in keys]
     rows = []
-    for key, label, _, _ in ROWS:
+    for key, label, _, _ in selected:
         for lr in lrs:
             c = cells.get((key, lr))
             row = {"key": key, "label": label, "lr": lr}
@@ -150,7 +151,7 @@ def write_table(out: Path, cells: dict, lrs: list, skipped: dict, settings: dict
               "measured from the tensors; gradients excluded.", ""]
     lines += ["| row | " + " | ".join(f"val loss, peak lr {lr:g}" for lr in lrs) + " | bytes/param | s/run |",
               "|---|" + "---|" * len(lrs) + "---|---|"]
-    for key, label, _, _ in ROWS:
+    for key, label, _, _ in selected:
         cs = [cells.get((key, lr)) for lr in lrs]
         vals = [(f"{stats.mean(c['val_losses']):.4f}" + (f" ± {stats.sem(c['val_losses']):.4f}"
                                                           if len(c["val_losses"]) > 1 else "") +
@@ -213,7 +214,7 @@ def plot(out: Path, runs_dir: Path, cells: dict, lrs: list) -> None:
     plt.close(fig)
 
     # final validation loss minus float32's, mean ± SE (Welch) per row and lr
-    keys = [(k, label) for k, label, _, _ in ROWS if k != "float32"]
+    keys = [(k, label) for k, label, _, _ in ROWS if k != "float32" and any((k, lr) in cells for lr in lrs)]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(keys) + 1.5))
     height = 0.8 / len(lrs)
     for j, lr in enumerate(lrs):
@@ -295,7 +296,7 @@ def main(argv=None) -> int:
     settings = {"steps": a.epochs * a.steps_per_epoch, "epochs": a.epochs, "steps_per_epoch": a.steps_per_epoch,
                 "batch_size": a.batch_size, "block_size": 64, "warmup": a.warmup, "weight_decay": a.weight_decay,
                 "val_windows": a.val_windows, "lrs": a.lrs, "seeds": a.seeds, "threads_per_run": 1, "workers": a.workers}
-    write_table(out, cells, a.lrs, skipped, settings, partial)
+    write_table(out, cells, a.lrs, skipped, settings, partial, {r[0] for r in rows})
     plot(out, runs_dir, cells, a.lrs)
     write_run_md(out, a, argv, t0, load_start, len(jobs), commit)
     print(f"wrote {out / 'lm_table.md'}" + (" (partial)" if partial else ""))
