@@ -23,8 +23,9 @@ def config_defaults() -> dict:
 
 
 _HELP = {  # flag -> one-line description; the default is appended from TrainConfig
-    "data": "dataset: cifar10 | cifar100 | mnist | imagenet | digits (digits is embedded: no --data-dir)",
-    "model": "vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp",
+    "data": "dataset: cifar10 | cifar100 | mnist | imagenet | digits (digits is embedded: no --data-dir) | "
+            "shakespeare (characters; input.txt in --data-dir)",
+    "model": "vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp | gpt-tiny (language model)",
     "method": "float (no quantization) | bc (BinaryConnect) | r (deterministic rounding) | sr (stochastic rounding)",
     "optimizer": "sgd | adam (the base optimizer the method wraps)",
     "epochs": "training epochs",
@@ -33,15 +34,24 @@ _HELP = {  # flag -> one-line description; the default is appended from TrainCon
     "lr": "learning rate",
     "lr_milestones": "epochs at which lr *= --lr-gamma (none given: 50% and 75% of --epochs)",
     "lr_gamma": "factor applied to the lr at each milestone",
+    "lr_schedule": "step (lr *= --lr-gamma at --lr-milestones) | cosine (per step, to 0)",
+    "warmup_steps": "cosine: linear warmup over this many steps",
     "momentum": "SGD momentum (--optimizer sgd only)",
     "weight_decay": "L2 weight decay of the base optimizer",
     "grid": "binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2",
-    "scale": "binary/ternary scale s: 'mean' (per-layer mean |w| at init) or a number",
+    "scale": "binary/ternary scale s: 'mean' (per-layer mean |w| at init), 'dynamic' (mean |w| recomputed at every "
+             "step, BitNet) or a number",
     "delta": "uniform grid step Δ (needed by --grid uniform)",
     "bits": "uniform grid bit width (none: unbounded)",
-    "quantize": "conv (conv weights, the paper) | all (every weight with ndim > 1)",
+    "quantize": "conv (conv weights, the paper) | all (every weight with ndim > 1) | blocks (Linear weights of a "
+                "transformer's blocks; gpt-tiny's default) | every (every parameter)",
     "bc_rounding": "BC's forward rounding: nearest | stochastic",
     "width": "width of models that take one (smallcnn; none: the model's own)",
+    "block_size": "language models: context length in characters (none: 64)",
+    "steps_per_epoch": "language models: optimizer steps per epoch (none: 100)",
+    "state_dtype": "bfloat16 | float16 | float32: keep the optimizer's moments in that dtype (SGD/Adam/AdamW; "
+                   "written back with stochastic rounding; none: the parameters' dtype)",
+    "weight_dtype": "language models: float32 | bfloat16 (the whole model stored in bfloat16)",
     "train_subset": "use the first N training images (none: all)",
     "test_subset": "use the first N test images (none: all)",
     "val_size": "hold out the last N training images; evaluate on them, not the test set",
@@ -59,7 +69,7 @@ _HELP = {  # flag -> one-line description; the default is appended from TrainCon
     "fsdp": "shard parameters, optimizer state and BC latents over the ranks (FSDP2, per block); checkpoints are "
             "sharded (torch.distributed.checkpoint) and resume on any number of ranks",
 }
-_TYPES = {"epochs": int, "batch_size": int, "micro_batch": int, "lr": float, "lr_gamma": float, "momentum": float,
+_TYPES = {"block_size": int, "steps_per_epoch": int, "warmup_steps": int, "epochs": int, "batch_size": int, "micro_batch": int, "lr": float, "lr_gamma": float, "momentum": float,
           "weight_decay": float, "delta": float, "bits": int, "width": int, "train_subset": int, "test_subset": int,
           "val_size": int, "seed": int, "threads": int, "checkpoint_minutes": float, "dist_timeout": float}
 _METAVARS = {"checkpoint_minutes": "M", "dist_timeout": "SECONDS"}
@@ -94,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     from ..train.progress import rounded
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "out", "resume", "func", "command")}
-    if overrides.get("scale") not in (None, "mean"):
+    if overrides.get("scale") not in (None, "mean", "dynamic"):
         overrides["scale"] = _number("scale", overrides["scale"])
     if args.resume is not None:
         if args.config is not None:
@@ -111,8 +121,8 @@ def main(args: argparse.Namespace) -> int:
         summary = run(cfg, args.out)
     if distributed.env_rank() != 0:  # under torchrun only rank 0 reports
         return 0
-    print(json.dumps(rounded({k: summary[k] for k in ("data", "model", "method", "optimizer", "batch_size", "epochs",
-                                                      "test_error", "seconds", "threads")})))
+    keys = ("data", "model", "method", "optimizer", "batch_size", "epochs", "test_error", "seconds", "threads")
+    print(json.dumps(rounded({k: summary[k] for k in keys + (("val_loss",) if "val_loss" in summary else ())})))
     return 0
 
 

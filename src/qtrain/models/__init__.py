@@ -11,7 +11,11 @@ wrn56_2  ResNet-56 with widths 32/64/128              3,401,770
 resnet18 ImageNet ResNet-18 (7×7 stem, [2,2,2,2])     11,181,642
 smallcnn 3×(conv+BN+ReLU+pool), widths 24/48/96       53,794
 mlp      flatten + 2 linear (hidden 256)              789,258
+gpt-tiny char GPT: 4 layers, 4 heads, width 128   813,568 (65 characters)
 ======== ============================================ =============================
+
+``gpt-tiny`` is a language model (:mod:`qtrain.models.gpt`): ``num_classes`` is the vocabulary
+size, ``block_size`` (default 64) its context; ``in_channels`` and ``image_size`` are unused.
 
 All are plain PyTorch modules (no quantization inside): a quantized optimizer decides which
 weights to quantize (the paper: the conv weights). Convolutions have ``bias=False``.
@@ -30,12 +34,13 @@ from typing import Callable, Dict
 
 from torch import nn
 
+from .gpt import GPT
 from .resnet import CifarResNet, ResNet18, cifar_resnet
 from .small import MLP, SmallCNN
 from .vgg import VGG9, VGGBC
 
 __all__ = ["MODELS", "build", "num_parameters", "VGG9", "VGGBC", "CifarResNet", "ResNet18",
-           "SmallCNN", "MLP", "cifar_resnet"]
+           "SmallCNN", "MLP", "cifar_resnet", "GPT", "LM_MODELS"]
 
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {
     "vgg9": lambda k, c, s, **kw: VGG9(k, c, s, **kw),
@@ -47,7 +52,9 @@ _BUILDERS: Dict[str, Callable[..., nn.Module]] = {
     "smallcnn": lambda k, c, s, **kw: SmallCNN(k, c, s, **kw),
     "mlp": lambda k, c, s, **kw: MLP(k, c, s, **kw),
 }
-MODELS = tuple(_BUILDERS)
+MODELS = tuple(_BUILDERS)  # image classifiers
+_BUILDERS["gpt-tiny"] = lambda k, c, s, **kw: GPT(k, **kw)
+LM_MODELS = ("gpt-tiny",)  # language models: token ids in, next-token logits out
 
 
 def build(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
@@ -58,12 +65,12 @@ def build(name: str, num_classes: int, in_channels: int = 3, image_size: int = 3
     ``hidden`` for ``mlp``/``vgg9``/``vggbc``).
 
     Raises:
-        ValueError: unknown ``name`` (the message lists :data:`MODELS`) or bad sizes.
+        ValueError: unknown ``name`` (the message lists :data:`MODELS` and :data:`LM_MODELS`) or bad sizes.
     """
     try:
         builder = _BUILDERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS + LM_MODELS)}") from None
     if num_classes < 1 or in_channels < 1 or image_size < 1:
         raise ValueError(f"num_classes, in_channels and image_size must be positive, got "
                          f"{num_classes}, {in_channels}, {image_size}")

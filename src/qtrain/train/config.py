@@ -19,17 +19,21 @@ from ..grid import Grid
 from ..optim import METHODS
 from .provenance import PROVENANCE_KEYS  # records in a run's config.json, skipped when it is read back
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw", "torchao-sr-adamw")  # the last: torchao's bf16 stochastic-rounding AdamW
 FLOAT_GRIDS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")  # Grid.float(name); scale/delta unused
 GRIDS = ("binary", "ternary", "uniform") + FLOAT_GRIDS
-QUANTIZE = ("conv", "all")
+QUANTIZE = ("conv", "all", "blocks", "every")  # default: conv (CNNs), blocks (language models)
+LR_SCHEDULES = ("step", "cosine")
+WEIGHT_DTYPES = ("float32", "bfloat16")
+STATE_DTYPES = ("bfloat16", "float16", "float32")  # QuantizedOptimizer(state_dtype=...): the base optimizer's moments
 LATENT_INITS = ("default", "uniform")
 LR_SCALES = ("none", "glorot")
 # upper bounds of the integer and time settings (far above any real run; they stop a typo or a
 # hostile file from asking for terabytes, a thread per core of a cluster or an overflow)
 LIMITS = {"epochs": 10**6, "batch_size": 2**31 - 1, "micro_batch": 2**31 - 1, "train_subset": 2**31 - 1,
           "test_subset": 2**31 - 1, "val_size": 2**31 - 1, "width": 4096, "threads": 1024,
-          "seed": 2**63 - 1, "checkpoint_minutes": 10**6, "dist_timeout": 10**7}
+          "seed": 2**63 - 1, "checkpoint_minutes": 10**6, "dist_timeout": 10**7, "block_size": 1 << 16,
+          "steps_per_epoch": 10**9, "warmup_steps": 10**9}
 
 
 @dataclass
@@ -39,22 +43,30 @@ class TrainConfig:
     data: str = "cifar10"
     model: str = "resnet20"
     method: str = "float"           # float | bc | r | sr
-    optimizer: str = "adam"         # sgd | adam
+    optimizer: str = "adam"         # sgd | adam | adamw | torchao-sr-adamw
     epochs: int = 164
     batch_size: int = 128           # global batch (split across processes)
     micro_batch: Optional[int] = None  # accumulate gradients over chunks of this size (per process)
     lr: float = 0.01
     lr_milestones: Optional[list] = None  # epochs at which lr *= lr_gamma; default: 50% and 75%
     lr_gamma: float = 0.1
+    lr_schedule: str = "step"       # step: lr *= lr_gamma at lr_milestones (per epoch); cosine: per step, see train/schedule.py
+    warmup_steps: int = 0           # cosine only: linear warmup over this many steps
     momentum: float = 0.9           # SGD only
     weight_decay: float = 0.0
     grid: str = "binary"            # binary | ternary | uniform | bfloat16 | float16 | float8_e4m3fn | float8_e5m2
-    scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1)
+    scale: Union[str, float] = "mean"  # binary/ternary s [choice]: "mean" = per-layer mean |w| at init, or a number (e.g. 1);
+    # "dynamic": recomputed as mean |w| from the weights being rounded at every step (BitNet absmean; qtrain.dynamic)
     delta: Optional[float] = None   # uniform grids: Δ
     bits: Optional[int] = None      # uniform grids: bit width (None = unbounded)
-    quantize: str = "conv"          # conv: conv weights only (the paper); all: every weight tensor with ndim > 1
+    quantize: Optional[str] = None  # conv: conv weights (the paper); all: every weight with ndim > 1; blocks: Linear
+    # weights of a transformer's blocks (BitNet); every: every parameter. None: conv, or blocks for language models
     bc_rounding: str = "nearest"
     width: Optional[int] = None     # width parameter of models that take one (smallcnn)
+    block_size: Optional[int] = None  # language models: context length T (default 64)
+    steps_per_epoch: Optional[int] = None  # language models: optimizer steps per "epoch" (default 100)
+    weight_dtype: str = "float32"   # float32 | bfloat16 (language models: the whole model stored in that dtype)
+    state_dtype: Optional[str] = None  # bfloat16 | float16 | float32: optimizer moments in that dtype (SR write-back)
     train_subset: Optional[int] = None  # use only the first N training images (quick runs, tests)
     test_subset: Optional[int] = None
     val_size: Optional[int] = None  # hold out the last N training images and evaluate on them instead of the test set
@@ -84,20 +96,48 @@ class TrainConfig:
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
-        from ..data import DATASETS
-        from ..models import MODELS
+        from ..data import DATASETS, LM_DATASETS
+        from ..models import LM_MODELS, MODELS
 
         def choice(name, allowed):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}")
 
-        choice("data", DATASETS)
-        choice("model", MODELS)
+        choice("data", DATASETS + LM_DATASETS)
+        choice("model", MODELS + LM_MODELS)
         choice("method", METHODS)
         choice("optimizer", OPTIMIZERS)
         choice("grid", GRIDS)
+        lm = self.data in LM_DATASETS
+        if self.quantize is None:  # the model's default, written into config.json
+            self.quantize = "blocks" if self.model in LM_MODELS else "conv"
         choice("quantize", QUANTIZE)
+        choice("lr_schedule", LR_SCHEDULES)
+        choice("weight_dtype", WEIGHT_DTYPES)
+        if self.state_dtype is not None:
+            choice("state_dtype", STATE_DTYPES)
+        if lm != (self.model in LM_MODELS):
+            raise ValueError(f"model {self.model!r} does not fit data {self.data!r}: language models "
+                             f"({', '.join(LM_MODELS)}) train on text ({', '.join(LM_DATASETS)}) and image models on images")
+        if lm:
+            self.block_size = 64 if self.block_size is None else self.block_size
+            self.steps_per_epoch = 100 if self.steps_per_epoch is None else self.steps_per_epoch
+        else:
+            for name in ("block_size", "steps_per_epoch"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to language models (--data "
+                                     f"{' | '.join(LM_DATASETS)}) only; drop it")
+            if self.weight_dtype != "float32":
+                raise ValueError(f"weight_dtype={self.weight_dtype!r} applies to language models only (image "
+                                 "models: keep float32 weights and use a float-format --grid)")
+        if self.optimizer == "torchao-sr-adamw" and (self.weight_dtype != "bfloat16" or self.method != "float"):
+            raise ValueError("optimizer='torchao-sr-adamw' rounds bfloat16 weights itself: use it with "
+                             "--weight-dtype bfloat16 --method float")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        if self.warmup_steps and self.lr_schedule != "cosine":
+            raise ValueError(f"warmup_steps={self.warmup_steps} needs lr_schedule='cosine' (--lr-schedule cosine)")
         choice("bc_rounding", ("nearest", "stochastic"))
         choice("latent_init", LATENT_INITS)
         choice("lr_scale", LR_SCALES)
@@ -105,7 +145,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= LIMITS[name]:
                 raise ValueError(f"{name}={_short(v)} must be a positive integer up to {LIMITS[name]:,}")
-        for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch", "threads"):
+        for name in ("train_subset", "test_subset", "val_size", "width", "micro_batch", "threads", "block_size",
+                     "steps_per_epoch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= LIMITS[name]):
                 raise ValueError(f"{name}={_short(v)} must be a positive integer up to {LIMITS[name]:,} (or omitted)")
@@ -127,11 +168,13 @@ class TrainConfig:
             raise ValueError(f"lr_gamma={self.lr_gamma!r} must be in (0, 1]")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0 and momentum={self.momentum!r} in [0, 1)")
-        if self.scale != "mean":
+        if self.scale == "dynamic" and self.grid not in ("binary", "ternary"):
+            raise ValueError(f"scale='dynamic' (absmean at every step) applies to binary and ternary grids, not {self.grid!r}")
+        if self.scale not in ("mean", "dynamic"):
             try:
                 float(self.scale)
             except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"scale={_short(self.scale)} must be 'mean' or a number > 0") from None
+                raise ValueError(f"scale={_short(self.scale)} must be 'mean', 'dynamic' or a number > 0") from None
         if self.width is not None and self.model != "smallcnn":
             raise ValueError(f"width={self.width!r} applies to model 'smallcnn' only, not {self.model!r}")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", self.device):
@@ -153,7 +196,7 @@ class TrainConfig:
 
     def make_grid(self, mean_abs: float) -> Grid:
         """The grid of a layer whose initial float weights have mean absolute value ``mean_abs``."""
-        s = (mean_abs if mean_abs > 0 else 1.0) if self.scale == "mean" else float(self.scale)
+        s = (mean_abs if mean_abs > 0 else 1.0) if self.scale in ("mean", "dynamic") else float(self.scale)
         if self.grid == "binary":
             return Grid.binary(s)
         if self.grid == "ternary":
@@ -161,6 +204,14 @@ class TrainConfig:
         if self.grid in FLOAT_GRIDS:
             return Grid.float(self.grid)
         return Grid.uniform(self.delta, self.bits)
+
+    def grid_spec(self, scales: dict):
+        """What the optimizer gets: a per-step absmean rule (``scale='dynamic'``) or, per tensor, the grid of
+        :meth:`make_grid` at its initial mean |w| (``scales``: ``id(param) -> mean |w|``)."""
+        if self.scale == "dynamic":
+            from ..dynamic import DynamicGrid
+            return DynamicGrid.ternary() if self.grid == "ternary" else DynamicGrid.binary()
+        return lambda p: self.make_grid(scales[id(p)])
 
 
 def from_sources(preset: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None) -> TrainConfig:
@@ -190,8 +241,9 @@ def load_yaml(path: Union[str, Path]) -> dict:
 MAX_SETTINGS_BYTES = 1 << 20
 _FLOATS = ("lr", "lr_gamma", "momentum", "weight_decay", "delta", "checkpoint_minutes", "dist_timeout")
 _INTS = ("epochs", "batch_size", "micro_batch", "bits", "width", "train_subset", "test_subset", "val_size", "seed",
-         "threads")
-_OPTIONAL = ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset", "val_size", "threads")  # may be null
+         "threads", "block_size", "steps_per_epoch", "warmup_steps")
+_OPTIONAL = ("delta", "bits", "width", "micro_batch", "train_subset", "test_subset", "val_size", "threads",
+             "block_size", "steps_per_epoch")  # may be null
 
 
 def make(values: dict) -> TrainConfig:

@@ -13,6 +13,8 @@ of the epoch; because data order, augmentation and SR's randomness are pure func
 (seed, epoch, step), the resumed run ends bit-identical to an uninterrupted one. Under
 ``torchrun`` it trains with DistributedDataParallel (see :mod:`qtrain.train.distributed`), or
 with ``--fsdp`` sharded by FSDP2 (see :mod:`qtrain.train.sharding`).
+Language models (``--data shakespeare --model gpt-tiny``) take their data, model and
+validation from :mod:`qtrain.train.lm` and report ``val_loss``; the rest is shared.
 
 >>> from qtrain.train import TrainConfig, run
 >>> cfg = TrainConfig(data="digits", model="smallcnn", method="sr", epochs=1, batch_size=64,
@@ -24,14 +26,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import platform
 import shlex
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -41,8 +42,8 @@ from .. import __version__
 from ..data import batches, load_dataset, num_batches
 from ..data.digest import data_sha256
 from ..models import build
-from ..optim import QuantizedOptimizer, named_conv_weights
-from . import distributed, provenance, sharding
+from ..optim import QuantizedOptimizer
+from . import distributed, lm, provenance, sharding
 from .._io import atomic_write_json
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
@@ -50,6 +51,8 @@ from .folder import check_not_foreign, discard_unstarted
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
 from .progress import bar_wanted, epoch_line, start_line
+from .schedule import make_scheduler, per_step
+from .setup import glorot_lr_scale, make_base_optimizer, param_groups, quantized_params  # noqa: F401 (public here too)
 from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
 from .threads import pick_threads
 
@@ -57,20 +60,8 @@ EVAL_BATCH = 500
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 _FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                     "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
-                    "train_subset", "val_size", "latent_init", "lr_scale", "threads")
-
-
-def quantized_params(model: nn.Module, which: str) -> List[Tuple[str, nn.Parameter]]:
-    """The tensors a run quantizes: conv weights (the paper) or every weight with ndim > 1."""
-    if which == "conv":
-        return named_conv_weights(model)
-    return [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
-
-
-def make_base_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                    "train_subset", "val_size", "latent_init", "lr_scale", "threads",
+                    "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype", "state_dtype")
 
 
 def pick_device(name: str, d: distributed.Dist) -> torch.device:
@@ -110,22 +101,6 @@ def subset(ds, cfg: TrainConfig):
     return dataclasses.replace(ds, **changes) if changes else ds
 
 
-def glorot_lr_scale(p: torch.Tensor) -> float:
-    r"""BinaryConnect's per-layer learning-rate factor :math:`1/\sqrt{1.5/(\text{fan}_{in}+\text{fan}_{out})}`
-    (the inverse of the Glorot-uniform bound), for a weight of shape (out, in, *kernel)."""
-    receptive = p[0, 0].numel() if p.ndim > 2 else 1
-    return 1.0 / math.sqrt(1.5 / (p.shape[1] * receptive + p.shape[0] * receptive))
-
-
-def param_groups(model: nn.Module, named_q, cfg: TrainConfig) -> list:
-    """One group for everything, or with ``lr_scale='glorot'`` one group per quantized tensor at its scaled lr."""
-    if cfg.lr_scale == "none":
-        return [{"params": list(model.parameters())}]
-    qids = {id(p) for _, p in named_q}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in qids]}]
-    return groups + [{"params": [p], "lr": cfg.lr * glorot_lr_scale(p)} for _, p in named_q]
-
-
 def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True,
                 micro_batch: Optional[int] = None, start: int = 0, sums: Optional[dict] = None,
                 after_step: Optional[Callable[[int, dict], None]] = None) -> Tuple[float, int, int]:
@@ -150,14 +125,14 @@ def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_los
         for j, (xc, yc) in enumerate(chunks):
             sync = j == len(chunks) - 1 or not hasattr(net, "no_sync")  # DDP: all-reduce on the last chunk only
             with contextlib.nullcontext() if sync else net.no_sync():
-                out = net(xc)
-                loss = nn.functional.cross_entropy(out, yc)
+                out = net(xc)  # images: B×K logits; language models: B×T×V (targets B×T)
+                loss = nn.functional.cross_entropy(out.flatten(0, -2), yc.flatten())
                 if check_loss and not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at batch {i + 1}")
                 (loss * (len(yc) / len(y)) if len(chunks) > 1 else loss).backward()
-            loss_sum += loss.detach().cpu() * len(yc)
-            correct += (out.argmax(1) == yc).sum().cpu()
-            count += len(yc)
+            loss_sum += loss.detach().cpu() * yc.numel()
+            correct += (out.argmax(-1) == yc).sum().cpu()
+            count += yc.numel()
         opt.step()
         if progress and i % 10 == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / max(count, 1):.3f}")
@@ -250,18 +225,21 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
         if d.main:
             load_dataset(cfg.data, cfg.data_dir, download=True)
         distributed.barrier(d)
-    ds = subset(load_dataset(cfg.data, cfg.data_dir, download=cfg.download and d.main), cfg)
-    n_train = num_batches(ds, "train", cfg.batch_size)
+    is_lm = lm.is_lm(cfg)
+    ds = lm.load(cfg) if is_lm else subset(load_dataset(cfg.data, cfg.data_dir, download=cfg.download and d.main), cfg)
+    n_train = cfg.steps_per_epoch if is_lm else num_batches(ds, "train", cfg.batch_size)
     if n_train == 0:
         n = ds.num_examples("train")
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set ({n} examples); "
                          f"use --batch-size {n} or less")
     torch.manual_seed(cfg.seed)
     kwargs = {"width": cfg.width} if cfg.width else {}
-    channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
-    model = build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device)
+    channels, size = (3, 224) if cfg.data == "imagenet" else (1, 1) if is_lm else (ds.train_x.shape[1], ds.train_x.shape[-1])
+    model = (lm.build_model(cfg, ds, device) if is_lm else
+             build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device))
     if cfg.threads is None and not resume and device.type == "cpu":  # recorded in config.json below
-        cfg.threads = pick_threads(model, (channels, size, size), max(1, cfg.batch_size // d.world_size))
+        shape, dtype = ((ds.block_size,), torch.long) if is_lm else ((channels, size, size), torch.float32)
+        cfg.threads = pick_threads(model, shape, max(1, cfg.batch_size // d.world_size), dtype)
         torch.set_num_threads(cfg.threads)
     named_q = quantized_params(model, cfg.quantize)
     if cfg.method != "float" and not named_q:
@@ -273,13 +251,15 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             for _, p in named_q:
                 g = cfg.make_grid(scales[id(p)])
                 p.uniform_(g.low, g.high)
-    grids = {n: cfg.make_grid(scales[id(p)]) for n, p in named_q}  # from the full weights, before any sharding
+    grids = (cfg.grid_spec(scales) if cfg.scale == "dynamic" else  # BitNet's absmean at every step
+             {n: cfg.make_grid(scales[id(p)]) for n, p in named_q})  # from the full weights, before any sharding
     if cfg.fsdp:  # shard parameters, moments and BC latents over the ranks (the names stay)
         named_q = quantized_params(sharding.shard_model(model), cfg.quantize)
     opt = QuantizedOptimizer(make_base_optimizer(cfg, param_groups(model, named_q, cfg)), cfg.method, grids,
                              params=named_q, seed=cfg.seed, bc_rounding=cfg.bc_rounding,
-                             record_steps=cfg.method != "float")
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
+                             record_steps=cfg.method != "float",
+                             state_dtype=getattr(torch, cfg.state_dtype) if cfg.state_dtype else None)
+    sched = make_scheduler(opt, cfg, n_train)
     tracker = WeightChangeTracker(named_q if cfg.method != "float" else [])  # float weights always move
     net = nn.parallel.DistributedDataParallel(model) if d.enabled and not cfg.fsdp else model
     log = MetricsLog(out_dir, cfg.tensorboard and d.main)
@@ -319,17 +299,20 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     with Stopper(cfg.checkpoint_minutes, d, device) as stopper:
         for epoch in epochs:
             t0, done = time.perf_counter(), partial.get("train_seconds", 0.0)
-            data = batches(ds, "train", cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, epoch=epoch,
-                           rank=d.rank, world_size=d.world_size, device=device)
-            lr = opt.param_groups[0]["lr"]
+            data = (lm.train_batches(ds, cfg, epoch, d, device) if is_lm else
+                    batches(ds, "train", cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, epoch=epoch,
+                            rank=d.rank, world_size=d.world_size, device=device))
+            lr = partial.get("epoch_lr", opt.param_groups[0]["lr"])  # the lr the epoch started with
 
             def after_step(k: int, sums: dict) -> None:
                 if cfg.fsdp:  # rank 0's batch-norm statistics on every rank, as DDP
                     sharding.sync_buffers(model, d)
+                if per_step(cfg):
+                    sched.step()
                 save_now, stop = stopper.check()
                 if save_now:  # every rank's running sums (a collective: all ranks save together)
                     save(epoch, k, dict(distributed.gather_sums(sums, d, device),
-                                        train_seconds=done + time.perf_counter() - t0))
+                                        train_seconds=done + time.perf_counter() - t0, epoch_lr=lr))
                     stopper.saved()
                 if stop:
                     raise RunStopped(f"stopped by {stopper.signal_name}: saved {ckpt_path} at epoch {epoch + 1}, batch "
@@ -345,10 +328,11 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
             train_s = done + time.perf_counter() - t0
             step, partial = 0, {}
             loss_sum, correct, count = distributed.all_sum([loss_sum, correct, count], d, device)
-            with warnings.catch_warnings():  # an epoch resumed after its last batch steps no optimizer first
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-                sched.step()
-            test_loss, test_err = evaluate(net, ds, cfg, d, device)
+            if not per_step(cfg):
+                with warnings.catch_warnings():  # an epoch resumed after its last batch steps no optimizer first
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                    sched.step()
+            test_loss, test_err = (lm.evaluate if is_lm else evaluate)(net, ds, cfg, d, device)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
                    "train_error": error_percent(int(correct), int(count)), "test_loss": test_loss,
                    "test_error": test_err, "lr": lr, "seconds": done + time.perf_counter() - t0,
@@ -358,6 +342,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                 record = opt.step_record(reset=True)
                 for key in ("max_abs_base_step", "half_level_gap"):
                     row[key] = {n: r[key] for n, r in record.items()}
+            if is_lm:  # the validation split's loss in nats per character (test_* hold the same split)
+                row["val_loss"] = test_loss
             history.append(row)
             if d.main:
                 log.append(row)
@@ -379,6 +365,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
                    n_test=ds.num_examples("test"), threads=torch.get_num_threads(),
                    machine=provenance.machine(device), data_sha256=data_sha256(ds),
                    steps=n_train * len(history))  # optimizer steps (whole batches per epoch x epochs)
+    if is_lm:
+        summary.update(val_loss=history[-1]["val_loss"] if history else None, memory=lm.training_bytes(model, opt))
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary
@@ -396,6 +384,9 @@ def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: 
         if saved.get(key) != getattr(cfg, key):
             raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
                              f"{getattr(cfg, key)!r}; resume with the run's own settings")
+    if cfg.lr_schedule == "cosine" and saved.get("epochs") != cfg.epochs:
+        raise ValueError(f"checkpoint {path} follows a cosine lr over {saved.get('epochs')} epochs, this run over "
+                         f"{cfg.epochs}; resume with --epochs {saved.get('epochs')}")
     saved_milestones = TrainConfig(**{k: v for k, v in saved.items() if k in ("epochs", "lr_milestones")}).milestones()
     if saved_milestones != cfg.milestones():
         raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "

@@ -34,7 +34,7 @@ def cores() -> int:
 
 
 @torch.no_grad()
-def macs_per_example(model: nn.Module, shape: Sequence[int]) -> int:
+def macs_per_example(model: nn.Module, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:
     """Multiply-accumulates of one forward pass over ``Conv``/``Linear`` layers, for one example
     of ``shape`` (C, H, W); measured with hooks on a zero input in eval mode (no state changes),
     through the class's ``forward`` so wrappers set on the instance see no extra call."""
@@ -52,7 +52,7 @@ def macs_per_example(model: nn.Module, shape: Sequence[int]) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         model.eval()
-        type(model).forward(model, torch.zeros(1, *shape, device=device))
+        type(model).forward(model, torch.zeros(1, *shape, device=device, dtype=dtype))
     finally:
         for h in handles:
             h.remove()
@@ -60,7 +60,9 @@ def macs_per_example(model: nn.Module, shape: Sequence[int]) -> int:
     return total
 
 
-def pick_threads(model: nn.Module, shape: Sequence[int], batch_per_process: int) -> int:
-    """The rule above for ``model`` on examples of ``shape`` at ``batch_per_process``."""
-    flops = 6 * macs_per_example(model, shape) * batch_per_process
+def pick_threads(model: nn.Module, shape: Sequence[int], batch_per_process: int,
+                 dtype: torch.dtype = torch.float32) -> int:
+    """The rule above for ``model`` on examples of ``shape`` (and ``dtype``: ``torch.long`` token
+    ids for a language model) at ``batch_per_process``."""
+    flops = 6 * macs_per_example(model, shape, dtype) * batch_per_process
     return min(cores(), max(1, int(flops // FLOP_PER_THREAD)))
