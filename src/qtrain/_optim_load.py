@@ -1,4 +1,6 @@
-"""What :meth:`qtrain.QuantizedOptimizer.load_state_dict` checks before it changes anything.
+"""The optimizer's checkpoint: what :meth:`qtrain.QuantizedOptimizer.state_dict` saves
+(:func:`saved_state`) and how :meth:`~qtrain.QuantizedOptimizer.load_state_dict` restores it
+(:func:`load_state`), checking everything before it changes anything.
 
 :func:`check_loadable` validates the whole saved state -- the ``"qtrain"`` entry (method, BC
 rounding, one grid, shape and, for BC, one latent tensor per quantized parameter: a tensor of
@@ -14,8 +16,10 @@ from typing import List, Tuple
 
 import torch
 
-from ._optim_support import as_int
+from ._optim_support import as_int, check_representable, end_float32_work, float32_work
+from .dynamic import DynamicGrid
 from .grid import Grid
+from .lowprec_state import cast_state, check_saved_state_dtype
 
 # per-parameter buffers of torch's optimizers that have the parameter's shape
 _SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "acc_delta", "sum", "ax",
@@ -91,3 +95,52 @@ def _check_base(opt, sd: dict) -> None:
             if p is not None and name in _SHAPED and v.shape != p.shape:
                 raise ValueError(f"optimizer state {name!r} of parameter {key!r} has shape {tuple(v.shape)}, the "
                                  f"parameter {tuple(p.shape)}; {_FIX}")
+
+
+def saved_state(opt) -> dict:
+    """``opt.base.state_dict()`` plus the ``"qtrain"`` entry (see the module docstring)."""
+    sd = opt.base.state_dict()
+    sd["qtrain"] = {"version": 2, "method": opt.method, "seed": opt.seed, "step": opt.step_count,
+                    "bc_rounding": opt.bc_rounding, "names": list(opt.names),
+                    "shapes": [list(p.shape) for p in opt.qparams],
+                    "grids": [g.to_dict() for g in opt.grids], "latents": list(opt.latents),
+                    "state_dtype": None if opt.state_dtype is None else str(opt.state_dtype),
+                    "dynamic": [opt.dynamic[i].to_dict() if i in opt.dynamic else None
+                                for i in range(len(opt.qparams))]}
+    if opt._steps is not None:
+        sd["qtrain"]["step_record"] = opt._steps.values()
+    return sd
+
+
+def load_state(opt, state_dict: dict) -> None:
+    """Restore :func:`saved_state` into ``opt`` (all checks first; a refusal changes nothing)."""
+    sd = dict(state_dict)
+    q = sd.pop("qtrain", None)
+    if q is None:
+        raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
+    grids, seed, step = check_loadable(opt, q, sd)  # everything, before anything changes
+    check_saved_state_dtype(q, opt.state_dtype)
+    dynamic = {i: DynamicGrid.from_dict(d) for i, d in enumerate(q.get("dynamic") or []) if d}
+    mine = opt.grids
+    opt.grids = grids
+    try:
+        if opt.method != "float":
+            check_representable(opt.names, opt.qparams, opt.grids)
+        swapped = float32_work(opt.qparams)  # base state of float16/bfloat16 params stays float32
+        try:
+            opt.base.load_state_dict(sd)
+        finally:
+            end_float32_work(opt.qparams, swapped)
+        if opt.state_dtype is not None:
+            cast_state(opt.base, opt.state_dtype, sd)
+    except BaseException:
+        opt.grids = mine
+        raise
+    opt.seed, opt.step_count = seed, step
+    opt.dynamic = dynamic
+    if opt._steps is not None and q.get("step_record") is not None:
+        opt._steps.load(q["step_record"])
+    with torch.no_grad():
+        for latent, saved in zip(opt.latents, q["latents"]):
+            latent.copy_(saved)
+        opt._requantize_after_load()

@@ -44,13 +44,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._optim_load import check_loadable
+from ._optim_load import load_state, saved_state
 from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable,
                              end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
                              named_params, needs_closure, return_latents, store_exact)
 from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
-from .lowprec_state import cast_state, check_saved_state_dtype, check_state_dtype, lowprec_step, round_chunks
+from .lowprec_state import check_state_dtype, lowprec_step, round_chunks
 from ._packed import PackedRounding, grads_finite
 from ._sharded import ShardLayout, all_ranks_finite, grid_input, local_grads
 from .rng import M64, resolve_key, splitmix64, stream_key
@@ -388,18 +388,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """``base.state_dict()`` plus a ``"qtrain"`` entry of plain values and tensors (loadable
-        with ``torch.load(weights_only=True)``): method, seed, step, names, shapes, grids, latents."""
-        sd = self.base.state_dict()
-        sd["qtrain"] = {"version": 2, "method": self.method, "seed": self.seed, "step": self.step_count,
-                        "bc_rounding": self.bc_rounding, "names": list(self.names),
-                        "shapes": [list(p.shape) for p in self.qparams],
-                        "grids": [g.to_dict() for g in self.grids], "latents": list(self.latents),
-                        "state_dtype": None if self.state_dtype is None else str(self.state_dtype),
-                        "dynamic": [self.dynamic[i].to_dict() if i in self.dynamic else None
-                                    for i in range(len(self.qparams))]}
-        if self._steps is not None:
-            sd["qtrain"]["step_record"] = self._steps.values()
-        return sd
+        with ``torch.load(weights_only=True)``): method, seed, step, names, shapes, grids, latents
+        (and the state dtype, dynamic grid rules and step record where used)."""
+        return saved_state(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a :meth:`state_dict`: the base optimizer's state and the checkpoint's grids,
@@ -409,36 +400,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
         number or shape of quantized tensors, or with latents or buffers of the wrong shape,
         dtype or non-finite values (:mod:`qtrain._optim_load` checks all before any change).
         The model's weights come from the model's own ``state_dict``."""
-        sd = dict(state_dict)
-        q = sd.pop("qtrain", None)
-        if q is None:
-            raise ValueError("optimizer state has no 'qtrain' entry: it was not saved by a QuantizedOptimizer")
-        grids, seed, step = check_loadable(self, q, sd)  # everything, before anything changes
-        check_saved_state_dtype(q, self.state_dtype)
-        dynamic = {i: DynamicGrid.from_dict(d) for i, d in enumerate(q.get("dynamic") or []) if d}
-        mine = self.grids
-        self.grids = grids
-        try:
-            if self.method != "float":
-                check_representable(self.names, self.qparams, self.grids)
-            swapped = float32_work(self.qparams)  # base state of float16/bfloat16 params stays float32
-            try:
-                self.base.load_state_dict(sd)
-            finally:
-                end_float32_work(self.qparams, swapped)
-            if self.state_dtype is not None:
-                cast_state(self.base, self.state_dtype, sd)
-        except BaseException:
-            self.grids = mine
-            raise
-        self.seed, self.step_count = seed, step
-        self.dynamic = dynamic
-        if self._steps is not None and q.get("step_record") is not None:
-            self._steps.load(q["step_record"])
-        with torch.no_grad():
-            for latent, saved in zip(self.latents, q["latents"]):
-                latent.copy_(saved)
-            self._requantize_after_load()
+        load_state(self, state_dict)
 
     def _requantize_after_load(self) -> None:
         """Put the weights on the restored grids. BC: :math:`w_b = Q(w_r)` with the checkpoint's
