@@ -45,23 +45,20 @@ from ..models import build
 from ..optim import QuantizedOptimizer
 from . import distributed, lm, provenance, sharding
 from .._io import atomic_write_json
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, save_checkpoint
 from .config import TrainConfig, load_run_config  # noqa: F401  (re-exported)
 from .folder import check_not_foreign, discard_unstarted
 from .lock import run_lock
 from .metrics import MetricsLog, WeightChangeTracker, error_percent
 from .progress import bar_wanted, epoch_line, start_line
+from .resume import restore
 from .schedule import make_scheduler, per_step
 from .setup import glorot_lr_scale, make_base_optimizer, param_groups, quantized_params  # noqa: F401 (public here too)
 from .stopping import RunStopped, Stopper, command_line, kept_hint, lower_lr_hint
 from .threads import pick_threads
 
 EVAL_BATCH = 500
-# settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
-_FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
-                    "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
-                    "train_subset", "val_size", "latent_init", "lr_scale", "threads",
-                    "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype", "state_dtype")
+
 
 
 def pick_device(name: str, d: distributed.Dist) -> torch.device:
@@ -265,7 +262,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     log = MetricsLog(out_dir, cfg.tensorboard and d.main)
     start, step, partial, history = 0, 0, {}, []
     if resume:
-        start, step, partial, history = _restore(ckpt_path, cfg, model, opt, sched, tracker, n_train)
+        start, step, partial, history = restore(ckpt_path, cfg, model, opt, sched, tracker, n_train)
         partial = distributed.local_sums(partial, d)
 
     saved_at = [f"after epoch {start}" + (f", batch {step}" if step else "")] if resume else []
@@ -370,54 +367,6 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     if d.main:
         atomic_write_json(out_dir / "summary.json", summary)
     return summary
-
-
-def _restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: int) -> Tuple[int, int, dict, list]:
-    """Load ``path`` into the run's objects; returns (finished epochs, batches done in the next
-    epoch, that epoch's running sums, the finished epochs' metrics rows)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path.parent} has no checkpoint yet (the run stopped before its first save); "
-                                f"start it again: qtrain train --config {path.parent / 'config.json'} --out {path.parent}")
-    ck = load_checkpoint(path)
-    saved = ck["config"]
-    for key in _FIXED_ON_RESUME:
-        if saved.get(key) != getattr(cfg, key):
-            raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
-                             f"{getattr(cfg, key)!r}; resume with the run's own settings")
-    if cfg.lr_schedule == "cosine" and saved.get("epochs") != cfg.epochs:
-        raise ValueError(f"checkpoint {path} follows a cosine lr over {saved.get('epochs')} epochs, this run over "
-                         f"{cfg.epochs}; resume with --epochs {saved.get('epochs')}")
-    saved_milestones = TrainConfig(**{k: v for k, v in saved.items() if k in ("epochs", "lr_milestones")}).milestones()
-    if saved_milestones != cfg.milestones():
-        raise ValueError(f"checkpoint {path} decays the lr at epochs {saved_milestones}, this run at {cfg.milestones()}; "
-                         f"to train longer keep the schedule: --lr-milestones {' '.join(map(str, saved_milestones))}")
-    if bool(saved.get("fsdp", False)) != cfg.fsdp:
-        raise ValueError(f"checkpoint {path} was saved {'with' if saved.get('fsdp') else 'without'} --fsdp; resume it "
-                         f"{'with' if saved.get('fsdp') else 'without'} --fsdp")
-    epoch, step, partial, history = ck["epoch"], ck["step"], ck["partial"], ck["history"]
-    if epoch > cfg.epochs or (step and (epoch >= cfg.epochs or step > n_train)):  # step == n_train: stopped after
-        # the epoch's last batch, before its end-of-epoch work (the resumed epoch trains no batch)
-        raise ValueError(f"checkpoint {path} is at epoch {epoch}, batch {step}, past epochs={cfg.epochs} "
-                         f"({n_train} batches each); pass --epochs {max(epoch + bool(step), 1)} or more")
-    if len(history) != epoch or (step and not isinstance(partial.get("loss_sum"), torch.Tensor)):
-        raise ValueError(f"corrupt checkpoint {path}: {len(history)} metrics rows for epoch {epoch}; "
-                         "delete it to start over, or restore a good copy")
-    if cfg.fsdp:  # model, optimizer and tracker from the sharded folder, on any number of ranks
-        sharding.load(path.parent, ck["optimizer"].get("sharded"), model, opt, tracker)
-        sched.load_state_dict(ck["scheduler"])
-        return ck["epoch"], ck["step"], ck["partial"], ck["history"]
-    try:
-        model.load_state_dict(ck["model"])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} does not fit model {cfg.model!r} ({str(e).splitlines()[0][:100]})") from None
-    try:
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        tracker.load_state_dict(ck["tracker"])
-    except (RuntimeError, KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
-        raise ValueError(f"checkpoint {path} does not fit this run ({(str(e).splitlines() or [type(e).__name__])[0][:120]}); "
-                         "delete it to start over, or restore a good copy") from None
-    return epoch, step, partial, history
 
 
 def _summary(cfg: TrainConfig, history: list, d: distributed.Dist, device) -> dict:
