@@ -134,15 +134,20 @@ def _image_src(src: str, base: Optional[Path]) -> str:
 
 
 def to_html(md: str, title: str, base: Optional[Path] = None) -> str:
-    """HTML of the Markdown subset :func:`markdown` writes; images found under ``base`` are embedded."""
+    """HTML of the Markdown subset :func:`markdown` writes; images found under ``base`` are embedded
+    (each once; a figure named again links to its first place)."""
     out, lines, i = [], md.splitlines(), 0
+    shown: dict = {}  # image path -> its anchor: each figure is embedded once, later mentions link to it
     while i < len(lines):
         line = lines[i]
         if m := re.match(r"(#{1,3}) (.*)", line):
             out.append(f"<h{len(m[1])}>{_inline(m[2])}</h{len(m[1])}>")
+        elif (m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line)) and m[2] in shown:
+            out.append(f"<p><a href='#{shown[m[2]]}'>{html.escape(m[1] or m[2])} (figure above)</a></p>")
         elif m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line):
-            out.append(f"<p><img alt='{html.escape(m[1])}' src='{html.escape(_image_src(m[2], base))}' "
-                       "style='max-width:100%'></p>")
+            shown[m[2]] = f"fig{len(shown) + 1}"
+            out.append(f"<p><img id='{shown[m[2]]}' alt='{html.escape(m[1])}' "
+                       f"src='{html.escape(_image_src(m[2], base))}' style='max-width:100%'></p>")
         elif line.startswith("|"):
             rows = []
             while i < len(lines) and lines[i].startswith("|"):

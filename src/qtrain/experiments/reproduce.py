@@ -54,7 +54,9 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
     out.mkdir(parents=True, exist_ok=True)
     quick = scale == "quick"
     names = table1_cells or list(cells(scale))  # data first: a missing --data-dir stops before the theory parts
-    check_data([cell_config(cells(scale)[n], data_dir=data_dir, **overrides) for n in names if n in cells(scale)])
+    if not report_only:  # --report-only reads finished runs only: it needs no data
+        check_data([cell_config(cells(scale)[n], data_dir=data_dir, **{**(settings or {}), **overrides})
+                    for n in names if n in cells(scale)])
     results, times = {}, {}
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     t_start = time.perf_counter()
