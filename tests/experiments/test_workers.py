@@ -64,7 +64,7 @@ def test_ctrl_c_saves_every_run_and_prints_one_line(tmp_path):
 
 @needs_proc
 def test_a_killed_worker_is_named_in_one_line_and_the_other_run_finishes(tmp_path):
-    p = start(tmp_path, epochs=6)
+    p = start(tmp_path, epochs=40)  # long enough (~8 s on an idle core) that the victim is still training
     victim = workers_of(p.pid)[0]
     os.kill(victim, signal.SIGKILL)
     out, err = p.communicate(timeout=240)
