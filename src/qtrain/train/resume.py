@@ -6,6 +6,7 @@ A resumed run must share with its checkpoint every setting that changes the numb
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Tuple
 
@@ -30,9 +31,11 @@ def restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: i
                                 f"start it again: qtrain train --config {path.parent / 'config.json'} --out {path.parent}")
     ck = load_checkpoint(path)
     saved = ck["config"]
-    for key in FIXED_ON_RESUME:
-        if saved.get(key) != getattr(cfg, key):
-            raise ValueError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key in FIXED_ON_RESUME:  # a setting newer than the checkpoint was then its default
+        was = saved.get(key, defaults[key])
+        if was != getattr(cfg, key):
+            raise ValueError(f"checkpoint {path} was made with {key}={was!r}, this run has "
                              f"{getattr(cfg, key)!r}; resume with the run's own settings")
     if cfg.lr_schedule == "cosine" and saved.get("epochs") != cfg.epochs:
         raise ValueError(f"checkpoint {path} follows a cosine lr over {saved.get('epochs')} epochs, this run over "
