@@ -12,21 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qtrain.cli import main as cli
 from qtrain.experiments.table1 import run_table1
 from qtrain.train import TrainConfig, load_checkpoint, run, save_checkpoint
+from test_faults import fails  # one line, exit 2, no traceback
 
 FLAGS = ["--data", "digits", "--model", "smallcnn", "--epochs", "1", "--batch-size", "64", "--train-subset", "128",
          "--test-subset", "64", "--no-progress", "--threads", "1"]
-
-
-def fails(capsys, argv, *needles):
-    assert cli(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for n in needles:
-        assert str(n) in err, (n, err)
-    return err
 
 
 def peak_mb() -> float:

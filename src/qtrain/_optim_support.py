@@ -22,6 +22,7 @@ import operator
 from typing import Callable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 
 from .dynamic import DynamicGrid
 from .grid import Grid
@@ -279,3 +280,19 @@ class StepRecord:
         if len(values) != self.n:
             raise ValueError(f"step record holds {len(values)} tensors, this optimizer {self.n}")
         self._max = [torch.tensor(float(v)) for v in values]
+
+
+def named_conv_weights(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+    """``(name, weight)`` of every convolution layer (``Conv1d/2d/3d`` and transposed), in order."""
+    out, seen = [], set()
+    for mname, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            out.append((f"{mname}.weight" if mname else "weight", m.weight))
+    return out
+
+
+def delegated(name: str) -> property:
+    """An attribute read from and written to ``self.base`` (the wrapped optimizer owns it)."""
+    return property(lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value),
+                    doc=f"``base.{name}``")

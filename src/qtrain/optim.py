@@ -39,15 +39,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
 
 from ._optim_load import load_state, saved_state
-from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable,
+from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable, delegated,
                              end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
-                             named_params, needs_closure, return_latents, store_exact)
+                             named_conv_weights, named_params, needs_closure, return_latents, store_exact)
 from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
 from .lowprec_state import check_state_dtype, lowprec_step, round_chunks
@@ -65,25 +65,9 @@ _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer
           "_optimizer_load_state_dict_post_hooks")
 
 
-def named_conv_weights(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
-    """``(name, weight)`` of every convolution layer (``Conv1d/2d/3d`` and transposed), in order."""
-    out, seen = [], set()
-    for mname, m in model.named_modules():
-        if isinstance(m, nn.modules.conv._ConvNd) and id(m.weight) not in seen:
-            seen.add(id(m.weight))
-            out.append((f"{mname}.weight" if mname else "weight", m.weight))
-    return out
-
-
 def conv_weights(model: nn.Module) -> List[nn.Parameter]:
     """The weights of a model's convolution layers: what the paper quantizes (its Table 1 protocol)."""
     return [p for _, p in named_conv_weights(model)]
-
-
-def _delegated(name: str) -> property:
-    """An attribute read from and written to ``self.base`` (the wrapped optimizer owns it)."""
-    return property(lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value),
-                    doc=f"``base.{name}``")
 
 
 class QuantizedOptimizer(torch.optim.Optimizer):
@@ -201,9 +185,9 @@ class QuantizedOptimizer(torch.optim.Optimizer):
                         self._unquantized.append((None,) * 3 if self._shards.dtensor[i] else (pre, p._version, p.data_ptr()))
 
     # -- torch.optim.Optimizer surface ---------------------------------------------------------
-    param_groups = _delegated("param_groups")
-    state = _delegated("state")
-    defaults = _delegated("defaults")
+    param_groups = delegated("param_groups")
+    state = delegated("state")
+    defaults = delegated("defaults")
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group to ``base`` (its parameters train in float)."""

@@ -68,7 +68,7 @@ def test_steps_recorded(tmp_path):
     assert steps == {"sr-adam": summary["steps"], "big-sr-adam": 2 * (n_train * 128 // 1024)} and n_train > 8
     assert f"| {summary['steps']:,} |" in (tmp_path / "table1.md").read_text()
     # runs written before `steps` was recorded: counted from the metrics history
-    from qtrain.experiments.table1 import _steps
+    from qtrain.experiments.runs import steps_taken as _steps
     from qtrain.train import read_metrics
 
     history = read_metrics(tmp_path / "runs" / f"{P}.sr-adam" / "seed0")

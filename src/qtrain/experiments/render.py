@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .columns import agreement_lines
-from .table1 import provenance_text, seeds_text, table
+from .runs import provenance_text
+from .table1 import seeds_text, table
 from .verdicts import headline as _headline
 
 

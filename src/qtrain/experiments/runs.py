@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 from ..train.checkpoint import CHECKPOINT, check_history, load_checkpoint
 
@@ -64,3 +64,39 @@ def run_history(run_dir: Path) -> List[dict]:
                              "from; restore the run folder or delete it and train that run again") from None
     check_history(rows, str(path), "restore the run folder or delete it and train that run again")
     return rows
+
+
+def run_machines(results: List[dict]) -> List[dict]:
+    """The distinct (machine, data digest) records of the runs' ``summary.json``, with how many runs each."""
+    seen: Dict[str, dict] = {}
+    for r in results:
+        for s in r["summaries"]:
+            rec = {"machine": s.get("machine"), "data_sha256": s.get("data_sha256")}
+            key = json.dumps(rec, sort_keys=True)
+            seen.setdefault(key, dict(rec, runs=0))["runs"] += 1
+    return list(seen.values())
+
+
+def provenance_text(machines: List[dict]) -> str:
+    """One sentence: where the runs ran, and when their numbers can be expected to agree bit for bit."""
+    parts = []
+    for m in machines:
+        mm = m.get("machine")
+        where = ("machine not recorded (runs made before it was)" if not mm else
+                 f"{mm.get('cpu')}, CPU capability {mm.get('capability')}, torch {mm.get('torch')}, "
+                 f"{mm.get('threads')} thread(s)" + (f", GPU {mm['gpu']}" if mm.get("gpu") else ""))
+        digest = f"data sha256 {m['data_sha256'][:16]}…" if m.get("data_sha256") else "data digest not recorded"
+        parts.append(f"{m['runs']} run(s): {where}; {digest}")
+    return ("Where the runs ran: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
+            "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
+            "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
+
+
+def steps_taken(summary: dict, history: list) -> Optional[int]:
+    """Optimizer steps a run took: ``summary["steps"]``, or for runs that predate it, per epoch the images
+    trained (``images_per_s`` x ``train_seconds``, whole batches only) over the batch size."""
+    if summary.get("steps") is not None:
+        return summary["steps"]
+    if not history or any(r.get("images_per_s") is None or r.get("train_seconds") is None for r in history):
+        return None
+    return sum(round(r["images_per_s"] * r["train_seconds"] / summary["batch_size"]) for r in history)

@@ -25,7 +25,6 @@ then ``--report-only``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -38,7 +37,7 @@ from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make
 from ..train.stopping import RunStopped
 from . import bigbatch, columns, stats, verdicts
-from .runs import read_summary, run_history
+from .runs import provenance_text, read_summary, run_history, run_machines, steps_taken
 from .poster import COLUMNS, DISPLAY, LABELS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
 from .workers import run_jobs
 
@@ -249,7 +248,7 @@ def summarise(scale: str, results: List[dict]) -> dict:
                      "n_test": s0.get("n_test"), "threads": s0.get("config", {}).get("threads"),
                      "seconds": sum(s["seconds"] for s in ss), "batch_size": s0["batch_size"], "epochs": s0["epochs"],
                      "model": s0["model"], "data": s0["data"], "width": r.get("width"),
-                     "steps": _steps(s0, r["histories"][0]), "protocol": columns.protocol(s0.get("config", {})),
+                     "steps": steps_taken(s0, r["histories"][0]), "protocol": columns.protocol(s0.get("config", {})),
                      "grid": s0.get("config", {}).get("grid"),
                      "step_record": verdicts.step_summary(s0.get("method"), r["histories"], r["seeds"])})
     checks = {}
@@ -262,42 +261,6 @@ def summarise(scale: str, results: List[dict]) -> dict:
     claims = [dataclasses.asdict(c) for c in bigbatch.equal_steps(verdicts.table1_claims(rows), rows)]
     return {"scale": scale, "alpha": stats.ALPHA, "cells": rows, "checks": checks, "claims": claims,
             "counts": verdicts.tally(claims), "run_machines": run_machines(results), "histories": {r["cell"]: _mean_history(r["histories"]) for r in results}}
-
-
-def run_machines(results: List[dict]) -> List[dict]:
-    """The distinct (machine, data digest) records of the runs' ``summary.json``, with how many runs each."""
-    seen: Dict[str, dict] = {}
-    for r in results:
-        for s in r["summaries"]:
-            rec = {"machine": s.get("machine"), "data_sha256": s.get("data_sha256")}
-            key = json.dumps(rec, sort_keys=True)
-            seen.setdefault(key, dict(rec, runs=0))["runs"] += 1
-    return list(seen.values())
-
-
-def provenance_text(machines: List[dict]) -> str:
-    """One sentence: where the runs ran, and when their numbers can be expected to agree bit for bit."""
-    parts = []
-    for m in machines:
-        mm = m.get("machine")
-        where = ("machine not recorded (runs made before it was)" if not mm else
-                 f"{mm.get('cpu')}, CPU capability {mm.get('capability')}, torch {mm.get('torch')}, "
-                 f"{mm.get('threads')} thread(s)" + (f", GPU {mm['gpu']}" if mm.get("gpu") else ""))
-        digest = f"data sha256 {m['data_sha256'][:16]}…" if m.get("data_sha256") else "data digest not recorded"
-        parts.append(f"{m['runs']} run(s): {where}; {digest}")
-    return ("Where the runs ran: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
-            "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
-            "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
-
-
-def _steps(summary: dict, history: list) -> Optional[int]:
-    """Optimizer steps a run took: ``summary["steps"]``, or for runs that predate it, per epoch the images
-    trained (``images_per_s`` x ``train_seconds``, whole batches only) over the batch size."""
-    if summary.get("steps") is not None:
-        return summary["steps"]
-    if not history or any(r.get("images_per_s") is None or r.get("train_seconds") is None for r in history):
-        return None
-    return sum(round(r["images_per_s"] * r["train_seconds"] / summary["batch_size"]) for r in history)
 
 
 def _mean_history(histories: List[list]) -> list:
