@@ -75,6 +75,8 @@ class TrainConfig:
     seed: int = 0
     threads: Optional[int] = None   # torch threads of the run (torch.set_num_threads); None: torch's default.
     # Results depend on it (reduction order), so the presets fix it per scale, not per machine.
+    channels_last: bool = False     # feed image batches in channels-last layout (CPU oneDNN convs ~20-25% faster for
+    # smallcnn); the weights keep their layout, the float rounding order (and so the bits) changes
     data_dir: Optional[str] = None
     download: bool = False
     device: str = "auto"            # auto | cpu | cuda | cuda:N
@@ -123,6 +125,8 @@ class TrainConfig:
         if lm:
             self.block_size = 64 if self.block_size is None else self.block_size
             self.steps_per_epoch = 100 if self.steps_per_epoch is None else self.steps_per_epoch
+            if self.channels_last:
+                raise ValueError("channels_last=True applies to image models only (language models take token ids); drop it")
         else:
             for name in ("block_size", "steps_per_epoch"):
                 if getattr(self, name) is not None:
@@ -275,7 +279,7 @@ def make(values: dict) -> TrainConfig:
         if not isinstance(milestones, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0
                                                                for m in milestones):
             raise ValueError(f"lr_milestones={_short(milestones)} must be a list of positive epoch numbers, e.g. [82, 123]")
-    for name in ("progress", "tensorboard", "download", "fsdp"):
+    for name in ("progress", "tensorboard", "download", "fsdp", "channels_last"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name}={values[name]!r} must be true or false")
     if "extra" in values and not isinstance(values["extra"], dict):

@@ -234,6 +234,9 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     channels, size = (3, 224) if cfg.data == "imagenet" else (1, 1) if is_lm else (ds.train_x.shape[1], ds.train_x.shape[-1])
     model = (lm.build_model(cfg, ds, device) if is_lm else
              build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device))
+    if cfg.channels_last and not is_lm:  # a pre-hook: the model's state_dict (and checkpoints) stay as they are
+        model.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last),
+                                                          *args[1:]))
     if cfg.threads is None and not resume and device.type == "cpu":  # recorded in config.json below
         shape, dtype = ((ds.block_size,), torch.long) if is_lm else ((channels, size, size), torch.float32)
         cfg.threads = pick_threads(model, shape, max(1, cfg.batch_size // d.world_size), dtype)
