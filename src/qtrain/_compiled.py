@@ -89,10 +89,29 @@ def get() -> Optional[Callable]:
     if not enabled() or not hasattr(torch, "compile"):
         return None
     try:
-        return torch.compile(quantize_math, dynamic=True, fullgraph=True)
+        return torch.compile(quantize_math, dynamic=True, fullgraph=True, options=_eager_numerics())
     except Exception as e:  # e.g. a Python version torch.compile does not support
         warnings.warn(f"qtrain: torch.compile unavailable ({e}); using the slower eager rounding path")
         return None
+
+
+def _eager_numerics() -> dict:
+    """Inductor options that make generated GPU code divide like eager torch and the C kernel.
+
+    Triton lowers a float32 ``x / y`` to an approximate division (``div.full.f32``, up to 2 ulp), so
+    without these, :math:`t = w/\Delta` (and the binary :math:`P(+s)`) can land one ulp off, and a
+    value next to a level boundary rounds to the other level (7 in 10^6 values for
+    :math:`\Delta = 1/7` on an H200, torch 2.11; ``benchmarks/gpu_check.py``). ``division_rounding``
+    asks for IEEE round-to-nearest division (``div_rn``), ``disable_ftz`` keeps subnormals. Options
+    this torch does not know are left out (older torch: the GPU's compiled path may then differ
+    from the CPU in the last bit of :math:`w/\Delta`, as measured above)."""
+    try:
+        from torch._inductor import config
+    except Exception:  # pragma: no cover - a torch without Inductor
+        return {}
+    numerics = getattr(config, "eager_numerics", None)
+    return {f"eager_numerics.{name}": True for name in ("division_rounding", "disable_ftz")
+            if isinstance(getattr(numerics, name, None), bool)}
 
 
 _broken: set = set()  # (device type, dtype) pairs whose compilation failed: eager from then on
