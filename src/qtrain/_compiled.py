@@ -96,7 +96,7 @@ def get() -> Optional[Callable]:
 
 
 def _eager_numerics() -> dict:
-    """Inductor options that make generated GPU code divide like eager torch and the C kernel.
+    r"""Inductor options that make generated GPU code divide like eager torch and the C kernel.
 
     Triton lowers a float32 ``x / y`` to an approximate division (``div.full.f32``, up to 2 ulp), so
     without these, :math:`t = w/\Delta` (and the binary :math:`P(+s)`) can land one ulp off, and a
