@@ -288,19 +288,7 @@ def quantize_slice(x: torch.Tensor, grid: Grid, stochastic: bool, key: int, star
     whole. Returns a new tensor (float32 for float grids, else ``x``'s dtype)."""
     if grid.kind == "float":
         return quantize_float(x, grid.fmt, stochastic, key, start)
-    if start == 0 or not stochastic:
-        return quantize_into(x, None, grid, stochastic, key)
-    if x.dtype is _F32 and x.is_cpu and _kernel.get() is not None:
-        e = _kernel_args(grid)
-        out = torch.empty_like(x)
-        if _kernel.run(x, out, e[1] + 1, e[2], e[3], e[4], e[5], e[6], key, start):
-            _raise_bad(x, out, grid)
-        return out
-    xc = x.detach().to(torch.float64 if x.dtype == torch.float64 else _F32)
-    q = _eager(xc, grid, True, key, start)
-    if (int(torch.isnan(xc).sum()) if grid.kind == "binary" else int((~torch.isfinite(q)).sum())):
-        _raise_bad(xc, q, grid)
-    return q if q.dtype == x.dtype else q.to(x.dtype)
+    return quantize_into(x, None, grid, stochastic, key, start)  # start > 0: shifted keys (_quantize_from)
 
 
 def _raise_bad(x, out, grid: Grid) -> None:
