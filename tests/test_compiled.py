@@ -145,8 +145,12 @@ def test_compiled_on_each_device_equals_eager_on_cpu_for_a_million_values(compil
         assert torch.equal(got[0].cpu().view(torch.int32), _eager(x, g, stochastic, key).view(torch.int32))
 
 
-def test_generated_gpu_code_is_asked_to_divide_like_eager():
-    from torch._inductor import config
+def test_generated_gpu_code_is_asked_to_divide_like_eager(monkeypatch):
+    config = pytest.importorskip("torch._inductor.config")
     if not hasattr(getattr(config, "eager_numerics", None), "division_rounding"):
         pytest.skip("this torch's Inductor has no eager_numerics.division_rounding option")
-    assert _compiled._eager_numerics()["eager_numerics.division_rounding"] is True
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.update(kw) or fn)
+    monkeypatch.delenv("QTRAIN_NO_COMPILE", raising=False)
+    assert _compiled.get.__wrapped__() is _compiled.quantize_math
+    assert seen["options"]["eager_numerics.division_rounding"] is True

@@ -1,6 +1,7 @@
-"""SR's two ways of rounding part of a tensor -- the shifted key of a shard (FSDP, ``_quantize_from``)
-and the kernel's start index of a chunk (``state_dtype``, ``quantize_slice``) -- give the bits that
-rounding the whole tensor gives to that part."""
+"""Rounding part of a tensor -- a shard (FSDP, ``_quantize_from``: shifted keys) or a chunk
+(``state_dtype``, ``quantize_slice``: the same shifted keys for uniform and binary grids, the float
+formats' own start index for float grids) -- gives the bits that rounding the whole tensor gives to
+that part."""
 import pytest
 import torch
 

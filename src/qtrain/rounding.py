@@ -288,7 +288,7 @@ def quantize_slice(x: torch.Tensor, grid: Grid, stochastic: bool, key: int, star
     whole. Returns a new tensor (float32 for float grids, else ``x``'s dtype)."""
     if grid.kind == "float":
         return quantize_float(x, grid.fmt, stochastic, key, start)
-    return quantize_into(x, None, grid, stochastic, key, start)  # start > 0: shifted keys (_quantize_from)
+    return quantize_into(x, None, grid, stochastic, key, start)  # SR from start > 0: shifted keys; Q_d needs no start
 
 
 def _raise_bad(x, out, grid: Grid) -> None:

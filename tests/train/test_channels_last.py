@@ -8,9 +8,10 @@ import torch
 
 import qtrain.train.loop as loop
 from qtrain.train import TrainConfig, load_checkpoint, read_metrics, run
+from qtrain.train.checkpoint import save_checkpoint
 from qtrain.train.config import make
 
-TINY = dict(data="cifar10", model="smallcnn", width=8, epochs=2, batch_size=32, progress=False, method="sr",
+TINY = dict(data="cifar10", model="smallcnn", width=8, epochs=2, batch_size=32, progress=False, method="sr", lr_milestones=[1],
             threads=1)
 
 
@@ -44,7 +45,7 @@ def test_batches_reach_the_model_channels_last_and_weights_keep_their_layout(tmp
     assert all(t.is_contiguous() for t in state.values())
 
 
-def test_channels_last_trains_as_well_and_reproduces_its_own_bits(tmp_path, cifar):
+def test_channels_last_reproduces_its_own_bits(tmp_path, cifar):
     a = run(TrainConfig(channels_last=True, **cifar), tmp_path / "a")
     b = run(TrainConfig(channels_last=True, **cifar), tmp_path / "b")
     plain = run(TrainConfig(**cifar), tmp_path / "plain")
@@ -61,3 +62,23 @@ def test_bad_and_misplaced_values_are_refused():
         make(dict(data="digits", model="smallcnn", channels_last="yes"))
     with pytest.raises(ValueError, match="image models only"):
         make(dict(data="shakespeare", model="gpt-tiny", channels_last=True))
+
+
+def test_resume_keeps_the_layout_of_the_checkpoint(tmp_path, cifar):
+    """A run made before the setting existed (no key: channels_last=False) is not resumed channels-last."""
+    run(TrainConfig(**dict(cifar, epochs=1)), tmp_path / "old")
+    ck_path = tmp_path / "old" / "checkpoint.pt"
+    ck = load_checkpoint(ck_path)
+    ck["config"].pop("channels_last")
+    save_checkpoint(ck_path, {k: v for k, v in ck.items() if k != "format"})
+    with pytest.raises(ValueError, match="channels_last"):
+        run(TrainConfig(**dict(cifar, epochs=2, channels_last=True)), tmp_path / "old", resume=True)
+    run(TrainConfig(**dict(cifar, epochs=2)), tmp_path / "old", resume=True)  # its own layout resumes
+
+
+def test_export_evaluates_in_the_run_layout(tmp_path, cifar):
+    """``qtrain export --evaluate`` rebuilds the model with the run's input layout: same test error bit for bit."""
+    from qtrain.train.exporting import export_run
+    s = run(TrainConfig(channels_last=True, **cifar), tmp_path / "run")
+    info = export_run(tmp_path / "run", tmp_path / "model.qtrain", evaluate=True, data_dir=cifar["data_dir"])
+    assert info["test_error"] == s["test_error"]

@@ -89,8 +89,10 @@ def register(sub) -> None:
         default = defaults.get(name)
         shown = "off" if default is False else "none" if default is None else default
         help_ = f"{text} (default: {shown})".replace("%", "%%")  # argparse formats help with %
-        if name in ("download", "tensorboard", "fsdp", "channels_last"):
+        if name in ("download", "tensorboard", "fsdp"):
             p.add_argument(flag, action="store_true", default=None, help=help_)
+        elif name == "channels_last":  # presets turn it on: --no-channels-last turns it off (e.g. on a GPU)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif name == "lr_milestones":
             p.add_argument(flag, type=int, nargs="*", help=help_)
         else:

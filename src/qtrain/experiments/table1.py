@@ -210,12 +210,13 @@ _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")
 
 def _check_same_settings(name: str, saved: dict, cfg: TrainConfig) -> None:
     """Refuse to report a finished run that was trained with other settings (e.g. a smoke run)."""
+    defaults = TrainConfig().to_dict()  # a setting newer than the run counts as its default (as on resume)
     for key, value in cfg.to_dict().items():
         if key == "threads" and value is None:  # the run picked its own and recorded it
             continue
-        if key not in _IGNORED and saved.get(key, value) != value:
-            raise ValueError(f"runs/{name} was trained with {key}={saved.get(key)!r}, the preset now says {value!r}; "
-                             "use another --out or delete that run folder")
+        if key not in _IGNORED and saved.get(key, defaults[key]) != value:
+            raise ValueError(f"runs/{name} was trained with {key}={saved.get(key, defaults[key])!r}, the preset now "
+                             f"says {value!r}; use another --out or delete that run folder")
 
 
 def _peak(history: list) -> Optional[float]:

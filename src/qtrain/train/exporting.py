@@ -32,13 +32,13 @@ __all__ = ["export_run", "build_model"]
 
 def build_model(cfg: TrainConfig):
     """``(model, dataset)`` as :func:`qtrain.train.run` builds them (initial weights; same seed)."""
-    from .loop import subset
+    from .loop import input_layout, subset
 
     ds = subset(load_dataset(cfg.data, cfg.data_dir, download=False), cfg)
     channels, size = (3, 224) if cfg.data == "imagenet" else (ds.train_x.shape[1], ds.train_x.shape[-1])
     kwargs = {"width": cfg.width} if cfg.width else {}
     torch.manual_seed(cfg.seed)
-    return build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs), ds
+    return input_layout(build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs), cfg), ds
 
 
 def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool = False,

@@ -98,6 +98,15 @@ def subset(ds, cfg: TrainConfig):
     return dataclasses.replace(ds, **changes) if changes else ds
 
 
+def input_layout(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """With ``cfg.channels_last``, image batches enter ``model`` channels-last (a forward pre-hook:
+    its state_dict and checkpoints stay as they are). Used wherever a run's model is rebuilt."""
+    if cfg.channels_last:
+        model.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last),
+                                                          *args[1:]))
+    return model
+
+
 def train_epoch(net, opt, data, total: int, progress: bool, desc: str, check_loss: bool = True,
                 micro_batch: Optional[int] = None, start: int = 0, sums: Optional[dict] = None,
                 after_step: Optional[Callable[[int, dict], None]] = None) -> Tuple[float, int, int]:
@@ -234,9 +243,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     channels, size = (3, 224) if cfg.data == "imagenet" else (1, 1) if is_lm else (ds.train_x.shape[1], ds.train_x.shape[-1])
     model = (lm.build_model(cfg, ds, device) if is_lm else
              build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs).to(device))
-    if cfg.channels_last and not is_lm:  # a pre-hook: the model's state_dict (and checkpoints) stay as they are
-        model.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(memory_format=torch.channels_last),
-                                                          *args[1:]))
+    if not is_lm:
+        input_layout(model, cfg)
     if cfg.threads is None and not resume and device.type == "cpu":  # recorded in config.json below
         shape, dtype = ((ds.block_size,), torch.long) if is_lm else ((channels, size, size), torch.float32)
         cfg.threads = pick_threads(model, shape, max(1, cfg.batch_size // d.world_size), dtype)

@@ -20,7 +20,8 @@ from .config import TrainConfig
 FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
                    "weight_decay", "micro_batch", "grid", "scale", "delta", "bits", "quantize", "bc_rounding", "width", "seed",
                    "train_subset", "val_size", "latent_init", "lr_scale", "threads",
-                   "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype", "state_dtype")
+                   "lr_schedule", "warmup_steps", "block_size", "steps_per_epoch", "weight_dtype", "state_dtype",
+                   "channels_last")
 
 
 def restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: int) -> Tuple[int, int, dict, list]:
