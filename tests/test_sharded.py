@@ -33,6 +33,7 @@ def _entry(rank, world, port, fn, args, out):
     try:
         result = fn(rank, world, *args)
         torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it ("terminate called", SIGABRT)
     finally:
         dist.destroy_process_group()
 
