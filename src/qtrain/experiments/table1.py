@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence
 from .._io import atomic_write_bytes, atomic_write_json
 from ..train import TrainConfig, run
 from ..train.checkpoint import CHECKPOINT
+from ..train.config import recorded
 from ..train.config import load_yaml, make
 from ..train.stopping import RunStopped
 from . import bigbatch, columns, stats, verdicts
@@ -210,12 +211,11 @@ _IGNORED = ("progress", "data_dir", "device", "download", "tensorboard")
 
 def _check_same_settings(name: str, saved: dict, cfg: TrainConfig) -> None:
     """Refuse to report a finished run that was trained with other settings (e.g. a smoke run)."""
-    defaults = TrainConfig().to_dict()  # a setting newer than the run counts as its default (as on resume)
     for key, value in cfg.to_dict().items():
         if key == "threads" and value is None:  # the run picked its own and recorded it
             continue
-        if key not in _IGNORED and saved.get(key, defaults[key]) != value:
-            raise ValueError(f"runs/{name} was trained with {key}={saved.get(key, defaults[key])!r}, the preset now "
+        if key not in _IGNORED and recorded(saved, key) != value:
+            raise ValueError(f"runs/{name} was trained with {key}={recorded(saved, key)!r}, the preset now "
                              f"says {value!r}; use another --out or delete that run folder")
 
 

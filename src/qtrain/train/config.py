@@ -227,6 +227,15 @@ def from_sources(preset: Optional[Union[str, Path]] = None, overrides: Optional[
     return make(values)
 
 
+def recorded(saved: dict, key: str) -> Any:
+    """Setting ``key`` as a run recorded it (its ``config.json`` or checkpoint); a setting newer than
+    the run was then its default (used on resume and when a table reuses finished runs)."""
+    if key in saved:
+        return saved[key]
+    f = TrainConfig.__dataclass_fields__[key]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def load_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():

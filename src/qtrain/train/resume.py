@@ -6,7 +6,6 @@ A resumed run must share with its checkpoint every setting that changes the numb
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Tuple
 
@@ -14,7 +13,7 @@ import torch
 
 from . import sharding
 from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, recorded
 
 # settings a resumed run must share with its checkpoint (others, like epochs or progress, may change)
 FIXED_ON_RESUME = ("data", "model", "method", "optimizer", "batch_size", "lr", "lr_gamma", "momentum",
@@ -32,9 +31,8 @@ def restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: i
                                 f"start it again: qtrain train --config {path.parent / 'config.json'} --out {path.parent}")
     ck = load_checkpoint(path)
     saved = ck["config"]
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for key in FIXED_ON_RESUME:  # a setting newer than the checkpoint was then its default
-        was = saved.get(key, defaults[key])
+    for key in FIXED_ON_RESUME:
+        was = recorded(saved, key)
         if was != getattr(cfg, key):
             raise ValueError(f"checkpoint {path} was made with {key}={was!r}, this run has "
                              f"{getattr(cfg, key)!r}; resume with the run's own settings")
