@@ -179,5 +179,17 @@ def test_plan_seeds_from_pilot_runs():
     sr_r = by["R-ADAM − SR-ADAM (SR beats R)"]
     assert sr_r["seeds_now"] == 5 and 0 < sr_r["power_now"] <= 1 and sr_r["seeds_needed"] >= 2
     assert "(BC − ADAM) − ρ(SR − ADAM) (BC comparable)" in by
+    assert not any("equal steps" in t for t in by)  # no equal-steps row: the big-batch pair is not planned
     lacking = planning.plan_seeds(column({"sr-adam": spread(16)}))
     assert all("reason" in p for p in lacking)
+
+
+def test_plan_seeds_sizes_the_big_batch_pair_at_equal_steps():
+    # the big-batch claim is judged on Big SR-ADAM at equal steps vs SR-ADAM, so the plan sizes that pair
+    steps = dict(GOOD, **{"big-sr-adam-steps": spread(15, width=1.5)})
+    by = {p["test"]: p for p in planning.plan_seeds(column(steps), difference=2.0)}
+    pair = by["SR-ADAM − Big SR-ADAM (equal steps) (big batch)"]
+    assert pair["seeds_now"] == 5 and pair["sds"][0] > pair["sds"][1]  # the steps row's wider spread comes first
+    assert pair["seeds_needed"] > by["R-ADAM − SR-ADAM (SR beats R)"]["seeds_needed"]
+    one = planning.plan_seeds(column(dict(GOOD, **{"big-sr-adam-steps": [15.0]})))
+    assert "Big SR-ADAM (equal steps)" in {p["test"]: p for p in one}["SR-ADAM − Big SR-ADAM (equal steps) (big batch)"]["reason"]

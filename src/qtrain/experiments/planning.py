@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Dict, List
 
 from . import power, stats
-from .poster import ORDER, ROWS
+from .bigbatch import STEPS_ROW
+from .poster import LABELS, ORDER
 from .verdicts import bc_margin_share
 
 
 def planned_tests(cs: Dict[str, dict]) -> List[dict]:
     """The tests of one column as (label, rows, key, weights): what :func:`plan_seeds` sizes."""
-    out = [{"test": f"{ROWS[b]} − {ROWS[a]} (ordering pair)", "rows": (a, b), "key": "test_errors", "weights": (-1.0, 1.0)}
+    out = [{"test": f"{LABELS[b]} − {LABELS[a]} (ordering pair)", "rows": (a, b), "key": "test_errors", "weights": (-1.0, 1.0)}
            for a, b in zip(ORDER, ORDER[1:])]
     rho = bc_margin_share(next(iter(cs.values())).get("paper_column", ""))
     if rho is not None:
@@ -31,6 +32,9 @@ def planned_tests(cs: Dict[str, dict]) -> List[dict]:
              "weights": (-1.0, 1.0)},
             {"test": "SR-ADAM − BC-ADAM, % changed (SR explores)", "rows": ("bc-adam", "sr-adam"),
              "key": "weight_change_means", "weights": (-1.0, 1.0)}]
+    if STEPS_ROW in cs:  # the big-batch claim is judged at equal optimizer steps (see bigbatch.py)
+        out.append({"test": f"SR-ADAM − {LABELS[STEPS_ROW]} (big batch)", "rows": (STEPS_ROW, "sr-adam"),
+                    "key": "test_errors", "weights": (-1.0, 1.0)})
     return out
 
 
@@ -46,7 +50,7 @@ def plan_seeds(cells: List[dict], difference: float = 2.0, target: float = power
             groups = [(cs.get(r) or {}).get(t["key"]) for r in t["rows"]]
             row = {"column": col, "test": t["test"], "difference": difference}
             if any(not g or len(g) < 2 for g in groups):
-                out.append(dict(row, reason="needs at least 2 pilot seeds of " + ", ".join(ROWS[r] for r in t["rows"])))
+                out.append(dict(row, reason="needs at least 2 pilot seeds of " + ", ".join(LABELS[r] for r in t["rows"])))
                 continue
             sds = [stats.sem(g) * len(g) ** 0.5 for g in groups]
             se, df = power.contrast_se_df(sds, [len(g) for g in groups], t["weights"])
