@@ -51,3 +51,15 @@ def test_plot_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *runs], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-1000:]
     assert out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_a_run_older_than_a_setting_joins_the_curve_of_that_settings_default(tmp_path):
+    # a run made before `channels_last` existed recorded no such key: it ran with the default (False)
+    old = fake_run(tmp_path / "old", 0)
+    new_off, new_on = fake_run(tmp_path / "off", 1), fake_run(tmp_path / "on", 2)
+    for run, value in ((new_off, False), (new_on, True)):
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(dict(cfg, channels_last=value)))
+    groups = gather([old, new_off, new_on])
+    assert {k: len(v) for k, v in groups.items()} == {"sr-adam (channels_last=False)": 2,
+                                                      "sr-adam (channels_last=True)": 1}

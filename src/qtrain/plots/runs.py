@@ -3,7 +3,8 @@
 Runs whose settings differ only in ``seed`` (and in settings that do not change the numbers:
 progress, folders, device) form one group, drawn as the mean over its seeds with a shaded
 ± 1 standard-error band; a single run is drawn as it is. Reads each run's ``config.json`` and
-``metrics.jsonl`` only (no torch).
+``metrics.jsonl`` only (no torch, unless a run older than a setting the others record is among them:
+its default is then read from :class:`~qtrain.train.TrainConfig`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
         if not rows:
             raise ValueError(f"{d} has no finished epoch in metrics.jsonl yet; plot it after its first epoch")
         configs.append((d, json.loads(cfg_path.read_text()), rows))
+    _fill_newer_settings([c for _, c, _ in configs])
     varying = {k for _, c, _ in configs for k in c if k not in _NOT_GROUPED
                and len({json.dumps(x[1].get(k), sort_keys=True) for x in configs}) > 1}
     for d, cfg, rows in configs:
@@ -50,6 +52,19 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
             groups[label] = []
         groups[keys[key]].append(rows)
     return groups
+
+
+def _fill_newer_settings(configs: List[dict]) -> None:
+    """A setting some runs record and an older run lacks was that run's default: fill it in, so the
+    older run joins the curve of its settings. Only then is the config (and torch) imported."""
+    keys = set().union(*configs) - set(_NOT_GROUPED) if configs else set()
+    missing = {k for k in keys if any(k not in c for c in configs)}
+    if not missing:
+        return
+    from ..train.config import TrainConfig, recorded
+    for c in configs:
+        for k in missing & set(TrainConfig.__dataclass_fields__):
+            c[k] = recorded(c, k)
 
 
 def _series(rows: dict, key: str):
