@@ -154,3 +154,24 @@ def test_generated_gpu_code_is_asked_to_divide_like_eager(monkeypatch):
     monkeypatch.delenv("QTRAIN_NO_COMPILE", raising=False)
     assert _compiled.get.__wrapped__() is _compiled.quantize_math
     assert seen["options"]["eager_numerics.division_rounding"] is True
+
+
+def test_a_torch_that_cannot_divide_exactly_on_gpus_sends_gpu_tensors_to_the_eager_path(monkeypatch):
+    # without Inductor's division_rounding, Triton's approximate float32 division could round a value
+    # at a level boundary the other way: such a torch must not use the compiled path off the CPU
+    called = []
+    monkeypatch.setattr(_compiled, "get", lambda: lambda x, prm, keys: called.append(x) or (x, torch.tensor(0)))
+    monkeypatch.setattr(_compiled, "_broken", set())
+    monkeypatch.setattr(_compiled, "_eager_numerics", lambda: {})
+    x = torch.zeros(8, device="meta")  # a non-CPU device type; the decision precedes any computation
+    with pytest.warns(UserWarning, match="no eager_numerics.division_rounding.*eager path"):
+        assert _compiled.quantize_flat(x, Grid.uniform(0.5), True, 1) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once only
+        assert _compiled.quantize_flat(x, Grid.uniform(0.5), False, 1) is None
+    assert called == []
+    monkeypatch.setattr(_compiled, "_eager_numerics", lambda: {"eager_numerics.division_rounding": True})
+    assert _compiled._gpu_divides_exactly("cuda")
+    y = torch.zeros(8)  # the CPU's generated code divides exactly whatever the options
+    monkeypatch.setattr(_compiled, "_eager_numerics", lambda: {})
+    assert _compiled.quantize_flat(y, Grid.uniform(0.5), False, 1) is not None and len(called) == 1

@@ -103,8 +103,8 @@ def _eager_numerics() -> dict:
     value next to a level boundary rounds to the other level (7 in 10^6 values for
     :math:`\Delta = 1/7` on an H200, torch 2.11; ``benchmarks/gpu_check.py``). ``division_rounding``
     asks for IEEE round-to-nearest division (``div_rn``), ``disable_ftz`` keeps subnormals. Options
-    this torch does not know are left out (older torch: the GPU's compiled path may then differ
-    from the CPU in the last bit of :math:`w/\Delta`, as measured above)."""
+    this torch does not know are left out; without ``division_rounding`` GPU tensors then take the
+    eager path (:func:`_gpu_divides_exactly`), so no device ever rounds differently from the CPU."""
     try:
         from torch._inductor import config
     except Exception:  # pragma: no cover - a torch without Inductor
@@ -112,6 +112,22 @@ def _eager_numerics() -> dict:
     numerics = getattr(config, "eager_numerics", None)
     return {f"eager_numerics.{name}": True for name in ("division_rounding", "disable_ftz")
             if isinstance(getattr(numerics, name, None), bool)}
+
+
+def _gpu_divides_exactly(device_type: str) -> bool:
+    """Whether this torch's Inductor can be told to divide exactly in GPU code (see
+    :func:`_eager_numerics`). If not, GPU tensors take the eager path (same bits as the CPU,
+    slower), with a one-time warning, rather than a compiled path that may differ in the last bit."""
+    if "eager_numerics.division_rounding" in _eager_numerics():
+        return True
+    with _lock:
+        if (device_type, "inexact division") not in _broken:
+            _broken.add((device_type, "inexact division"))
+            warnings.warn(f"qtrain: this torch's Inductor has no eager_numerics.division_rounding, so compiled "
+                          f"{device_type} code would divide approximately (w/Δ one ulp off, a value at a level "
+                          "boundary rounding the other way); using the slower eager path (same results as the "
+                          "CPU). A newer torch restores the fast path")
+    return False
 
 
 _broken: set = set()  # (device type, dtype) pairs whose compilation failed: eager from then on
@@ -138,6 +154,8 @@ def quantize_flat(x: torch.Tensor, grid: Grid, stochastic: bool, key: int) -> Op
     or ``None`` when the compiled path is unavailable (the caller then uses the eager path)."""
     fn = get()
     if fn is None or x.numel() < 2 or (x.device.type, x.dtype) in _broken:  # sizes 0/1 would recompile
+        return None
+    if x.device.type != "cpu" and not _gpu_divides_exactly(x.device.type):
         return None
     prm = params(grid, stochastic, x.dtype, x.device)
     keys = torch.tensor([key & M32, (key >> 32) & M32], dtype=torch.int64).to(x.device, non_blocking=True)
