@@ -281,3 +281,7 @@ def test_default_params_are_linear_and_conv_weights_only():
     with pytest.raises(ValueError, match="nothing to quantize"):
         QuantizedOptimizer(torch.optim.SGD([torch.zeros(5, requires_grad=True)], lr=0.1), "bc", Grid.binary(1.0))
     QuantizedOptimizer(torch.optim.SGD([torch.zeros(5, requires_grad=True)], lr=0.1), "float", Grid.binary(1.0))
+    mlp = nn.Sequential(nn.Linear(4, 3))  # the paper's idiom on a model without convs: an empty list
+    with pytest.raises(ValueError, match="nothing to quantize: params is empty"):
+        QuantizedOptimizer(torch.optim.Adam(mlp.parameters()), "sr", Grid.binary(1.0), params=named_conv_weights(mlp))
+    assert QuantizedOptimizer(torch.optim.Adam(mlp.parameters()), "float", Grid.binary(1.0), params=[]).qparams == []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import Callable, Iterable, List, Mapping, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -199,6 +199,30 @@ def named_params(params: Iterable) -> List[Tuple[str, torch.Tensor]]:
             seen.add(id(p))
             out.append((name, p))
     return out
+
+
+def tensors_to_quantize(base: torch.optim.Optimizer, params: Optional[Iterable],
+                        method: str) -> List[Tuple[str, torch.Tensor]]:
+    """``QuantizedOptimizer``'s ``params`` as ``(name, tensor)`` pairs: the given ones, or by default the
+    ``ndim >= 2`` tensors of ``base`` (Linear/Conv weights, named ``param<i>`` by position). Each must be
+    in ``base``'s param groups; a bc/r/sr optimizer with nothing to quantize is refused."""
+    owned = [p for g in base.param_groups for p in g["params"]]
+    if params is None:  # biases and normalisation parameters stay float
+        named = named_params([(f"param{i}", p) for i, p in enumerate(owned) if p.ndim >= 2])
+        if method != "float" and not named:
+            raise ValueError(f"method={method!r} has nothing to quantize: no parameter of the base optimizer has "
+                             "ndim >= 2 (Linear/Conv weights); name the tensors, e.g. params=[w]")
+        return named
+    named = named_params(params)
+    if method != "float" and not named:  # e.g. named_conv_weights(model) of a model without convs
+        raise ValueError(f"method={method!r} has nothing to quantize: params is empty (a model without conv "
+                         "layers?); pass the tensors to quantize, e.g. params=[w], or use method='float'")
+    ids = {id(p) for p in owned}
+    for name, p in named:
+        if id(p) not in ids:
+            raise ValueError(f"parameter {name!r} (shape {tuple(p.shape)}) is not in the base optimizer's param groups; "
+                             "build the base optimizer over it too")
+    return named
 
 
 def check_grid_names(grid: Mapping, names: Sequence[str]) -> None:

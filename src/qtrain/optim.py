@@ -47,7 +47,7 @@ from torch import nn
 from ._optim_load import load_state, saved_state
 from ._optim_support import (LOW_PRECISION, StepRecord, as_int, check_grid_names, check_representable, delegated,
                              end_float32_work, float32_work, grad_values, grid_for, half_level_gap, lend_latents,
-                             named_conv_weights, named_params, needs_closure, return_latents, store_exact)
+                             named_conv_weights, needs_closure, return_latents, store_exact, tensors_to_quantize)
 from .dynamic import DynamicGrid, clip_latent, dynamic_specs, refresh as refresh_dynamic
 from .grid import Grid
 from .lowprec_state import check_state_dtype, lowprec_step, round_chunks
@@ -133,19 +133,7 @@ class QuantizedOptimizer(torch.optim.Optimizer):
             setattr(self, hooks, OrderedDict())
         self._patch_step_function()
 
-        owned = {id(p) for g in base.param_groups for p in g["params"]}
-        if params is None:  # weights of Linear/Conv layers (ndim >= 2); biases, norms stay float
-            every = [p for g in base.param_groups for p in g["params"]]
-            named = named_params([(f"param{i}", p) for i, p in enumerate(every) if p.ndim >= 2])
-            if method != "float" and not named:
-                raise ValueError(f"method={method!r} has nothing to quantize: no parameter of the base optimizer has "
-                                 "ndim >= 2 (Linear/Conv weights); name the tensors, e.g. params=[w]")
-        else:
-            named = named_params(params)
-        for name, p in named:
-            if id(p) not in owned:
-                raise ValueError(f"parameter {name!r} (shape {tuple(p.shape)}) is not in the base optimizer's param groups; "
-                                 "build the base optimizer over it too")
+        named = tensors_to_quantize(base, params, method)
         self.names = [n for n, _ in named]
         self.qparams = [p for _, p in named]
         if isinstance(grid, Mapping):
