@@ -45,6 +45,21 @@ def test_abbreviated_option_is_refused(capsys):
     assert "unrecognized arguments: --epoch" in capsys.readouterr().err
 
 
+def test_a_misspelt_option_is_refused_by_its_command_naming_the_closest(capsys):
+    from qtrain.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epoch", "1", "--data", "digits", "--out", "x"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: qtrain train" in err
+    assert err.strip().endswith("qtrain train: error: unrecognized arguments: --epoch 1; did you mean --epochs for --epoch?")
+    with pytest.raises(SystemExit):
+        main(["convex", "--out", "x", "--zzz"])
+    assert capsys.readouterr().err.strip().endswith("qtrain convex: error: unrecognized arguments: --zzz")
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert "qtrain: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["train", "table1", "reproduce", "convex", "toy", "markov", "export"])
 def test_help_shows_defaults(command, capsys):
     with pytest.raises(SystemExit):

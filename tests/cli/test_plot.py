@@ -63,3 +63,39 @@ def test_a_run_older_than_a_setting_joins_the_curve_of_that_settings_default(tmp
     groups = gather([old, new_off, new_on])
     assert {k: len(v) for k, v in groups.items()} == {"sr-adam (channels_last=False)": 2,
                                                       "sr-adam (channels_last=True)": 1}
+
+
+def test_a_run_named_twice_counts_once_and_a_copy_is_refused(tmp_path, capsys):
+    a, b = fake_run(tmp_path / "a", 0), fake_run(tmp_path / "b", 1, shift=2.0)
+    assert {k: len(v) for k, v in gather([a, b, a, tmp_path / "b" / ".." / "a"]).items()} == {"sr-adam": 2}
+    import shutil
+    shutil.copytree(a, tmp_path / "copy")  # a copy of seed 0 would pass for a third seed and shrink the band
+    with pytest.raises(ValueError, match="same settings and seed 0: the same run twice"):
+        gather([a, b, tmp_path / "copy"])
+    assert cli(["plot", str(a), str(tmp_path / "copy"), "--out", str(tmp_path / "f.png")]) == 2
+    assert "pass each run once" in capsys.readouterr().err
+
+
+def test_long_labels_fit_in_one_legend_below_the_panels(tmp_path, monkeypatch):
+    runs = [fake_run(tmp_path / f"m{i}", 0, method=m) for i, m in enumerate(("sr", "bc", "float"))]
+    for i, run in enumerate(runs):  # settings that differ make long labels
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(dict(cfg, lr_milestones=[8 + i, 12], batch_size=32 * (i + 1),
+                                                         width=16 * (i + 1))))
+    import matplotlib.pyplot as plt
+    from qtrain.plots import runs as plots_runs
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to inspect it
+    plots_runs.plot_runs(gather(runs), tmp_path / "f.png")
+    (fig,) = kept
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) == 3 and all("batch_size=" in t for t in texts)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
+    assert all(box.y1 <= ax.get_tightbbox(renderer).y0 for ax in fig.axes)  # below the panels and their labels
+    monkeypatch.undo()
+    plt.close(fig)

@@ -76,6 +76,17 @@ def test_thread_pick_follows_the_work_per_step(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(before, list(wide.parameters()) + list(wide.buffers())))
 
 
+def test_omp_num_threads_caps_the_pick(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for omp, want in (("", 8), ("1", 1), ("3", 3), ("64", 8), ("0", 8), ("two", 8)):
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        assert threads.cores() == want, omp
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert threads.cores() == 4  # 8 cores shared by 2 local processes, then the cap
+
+
 def test_explicit_threads_are_kept(tmp_path, capsys):
     assert cli(ARGS + ["--epochs", "1", "--threads", "2", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 2

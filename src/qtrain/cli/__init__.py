@@ -14,6 +14,7 @@ shows each option's default. Command modules import torch only inside their hand
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import shlex
@@ -70,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unrecognized(parser, args, extra)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -82,6 +85,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list) -> None:
+    """Refuse ``extra`` arguments from the command's own parser (its usage line), naming the closest
+    option of that command for a misspelt one (``--epoch``: did you mean ``--epochs``?). Exits 2."""
+    subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = subs.choices.get(getattr(args, "command", None)) if subs is not None else None
+    where = command or parser
+    known = [o for a in where._actions for o in a.option_strings if o.startswith("--")]
+    hints = [f"{m[0]} for {x}" for x in extra if x.startswith("--")
+             for m in [difflib.get_close_matches(x.split("=", 1)[0], known, n=1, cutoff=0.6)] if m]
+    where.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {', '.join(hints)}?" if hints else ""))
 
 
 class _NeverRaised(Exception):

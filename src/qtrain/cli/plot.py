@@ -7,7 +7,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("plot", help="draw error, loss and weight-change curves of one or more runs",
-                       description="One figure with three panels (error, loss, %% quantized weights changed) vs epoch. "
+                       description="One figure with three panels (error, loss, % quantized weights changed) vs epoch. "
                        "Runs that differ only in their seed are drawn as their mean with a ± 1 SE band.")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders (the --out of qtrain train)")
     p.add_argument("--out", type=Path, required=True, metavar="F.png", help="figure file to write (.png, .pdf, .svg)")

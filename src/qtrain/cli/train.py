@@ -27,7 +27,8 @@ _HELP = {  # flag -> one-line description; the default is appended from TrainCon
             "shakespeare (characters; input.txt in --data-dir)",
     "model": "vgg9 | vggbc | resnet20 | resnet56 | wrn56_2 | resnet18 | smallcnn | mlp | gpt-tiny (language model)",
     "method": "float (no quantization) | bc (BinaryConnect) | r (deterministic rounding) | sr (stochastic rounding)",
-    "optimizer": "sgd | adam (the base optimizer the method wraps)",
+    "optimizer": "sgd | adam | adamw (the base optimizer the method wraps) | torchao-sr-adamw (torchao's bf16 SR "
+                 "AdamW: --weight-dtype bfloat16, --method float)",
     "epochs": "training epochs",
     "batch_size": "global batch size (split across torchrun processes)",
     "micro_batch": "accumulate gradients over chunks of this many examples per process",
@@ -44,7 +45,7 @@ _HELP = {  # flag -> one-line description; the default is appended from TrainCon
     "delta": "uniform grid step Δ (needed by --grid uniform)",
     "bits": "uniform grid bit width (none: unbounded)",
     "quantize": "conv (conv weights, the paper) | all (every weight with ndim > 1) | blocks (Linear weights of a "
-                "transformer's blocks; gpt-tiny's default) | every (every parameter)",
+                "transformer's blocks) | every (every parameter); none: conv for image models, blocks for gpt-tiny",
     "bc_rounding": "BC's forward rounding: nearest | stochastic",
     "width": "width of models that take one (smallcnn; none: the model's own)",
     "block_size": "language models: context length in characters (none: 64)",
@@ -80,7 +81,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train one quantized (or float) model",
                        description="Train a model with float / BC / R / SR. Flags override --config, which "
                        "overrides the defaults shown. Multi-process: torchrun --nproc_per_node N -m qtrain train ...")
-    p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields (e.g. from `qtrain table1 --list`)")
+    p.add_argument("--config", type=Path, help="preset YAML of TrainConfig fields (the paths: `qtrain table1 --scale quick --list`)")
     p.add_argument("--out", type=Path, help="run directory (metrics.jsonl/.csv, checkpoint.pt, summary.json)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     defaults = config_defaults()

@@ -27,8 +27,10 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
     """``{label: [metrics rows of each seed's run]}`` for ``run_dirs``, grouped as the module says."""
     groups: Dict[str, List[List[dict]]] = {}
     keys: Dict[str, str] = {}
+    seen: Dict[str, list] = {}
     configs = []
-    for d in map(Path, run_dirs):
+    unique = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))  # a folder named twice counts once
+    for d in unique:
         cfg_path = d / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{d} is not a run folder (no config.json); qtrain plot takes --out folders of "
@@ -50,6 +52,11 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
                 label += "'"
             keys[key] = label
             groups[label] = []
+        twin = next((o for o, c in seen.get(key, []) if c.get("seed") == cfg.get("seed")), None)
+        if twin is not None:  # a copy of one run would pass for a second seed and shrink the band
+            raise ValueError(f"{twin} and {d} have the same settings and seed {cfg.get('seed')}: the same run twice "
+                             "(a copy?); pass each run once")
+        seen.setdefault(key, []).append((d, cfg))
         groups[keys[key]].append(rows)
     return groups
 
@@ -91,20 +98,26 @@ def mean_band(histories: List[List[dict]], key: str):
 
 def plot_runs(groups: Dict[str, List[List[dict]]], path) -> Path:
     """Three panels (error, loss, weight change) vs epoch; test solid, train dotted; each group
-    its mean over seeds with a ± 1 SE band when it has two seeds or more."""
+    its mean over seeds with a ± 1 SE band when it has two seeds or more. One legend below the
+    panels names each group once (labels can be long: they list the settings that differ)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), squeeze=False)
+    from matplotlib.lines import Line2D
+    tags = [f"{label} ({len(h)} seeds)" if len(h) > 1 else label for label, h in groups.items()]
+    ncol = 1 if max(map(len, tags), default=0) > 60 else min(3, len(tags))
+    rows = -(-len(tags) // max(ncol, 1))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2 + 0.25 * rows), squeeze=False)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, histories) in enumerate(groups.items()):
+    handles = []
+    for i, ((label, histories), tag) in enumerate(zip(groups.items(), tags)):
         color = COLORS.get(label, cycle[i % len(cycle)])
-        tag = f"{label} ({len(histories)} seeds)" if len(histories) > 1 else label
+        handles.append(Line2D([], [], color=color, lw=1.6, label=tag))
         for ax, (_, ylabel, keys) in zip(axes[0], PANELS):
             for key in keys:
                 xs, ys, ses = mean_band(histories, key)
                 if not xs:
                     continue
                 ax.plot(xs, ys, ls="-" if key.startswith(("test", "weight")) else ":", color=color, lw=1.6,
-                        label=f"{tag}, {key.split('_')[0]}" if key != "weight_change" else tag)
+                        marker="o" if len(xs) == 1 else None, ms=4)  # one epoch: a point, not an invisible line
                 if ses and all(s is not None for s in ses):
                     ax.fill_between(xs, [y - s for y, s in zip(ys, ses)], [y + s for y, s in zip(ys, ses)],
                                     color=color, alpha=0.2, lw=0)
@@ -112,14 +125,14 @@ def plot_runs(groups: Dict[str, List[List[dict]]], path) -> Path:
     for ax, (title, _, _) in zip(axes[0], PANELS):
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-        else:
+        if not ax.lines:
             ax.text(0.5, 0.5, "nothing quantized (float runs)", ha="center", va="center", transform=ax.transAxes)
     many = any(len(h) > 1 for h in groups.values())
     fig.suptitle("Runs per epoch: test solid, train dotted" + ("; seeds: mean with ± 1 SE band" if many else ""),
                  fontsize=10)
-    fig.tight_layout()
+    bottom = min(0.45, (0.3 + 0.25 * rows) / (4.2 + 0.25 * rows))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 0.95))
     path = Path(path)
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -239,7 +239,7 @@ def recorded(saved: dict, key: str) -> Any:
 def load_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist; pass a preset YAML path (see `qtrain table1 --list`)")
+        raise FileNotFoundError(f"config file {path} does not exist; pass a preset YAML path (see `qtrain table1 --scale quick --list`)")
     with open(path, "rb") as f:
         raw = f.read(MAX_SETTINGS_BYTES + 1)
     try:

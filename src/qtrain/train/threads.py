@@ -12,9 +12,9 @@ mostly wait for each other (the mini model, ``smallcnn`` width 16 at batch 128 o
 with :math:`F` the training FLOPs of one step (forward 2 per MAC, backward twice that),
 counted over the model's ``Conv``/``Linear`` layers on one example, :math:`F_1` =
 :data:`FLOP_PER_THREAD`, and ``cores`` the cores this process may use divided among the
-processes of a ``torchrun`` job on this machine. It depends on the model, the batch and the
-machine's core count only (not on its load), so the same command on the same machine picks
-the same number; the number is written into ``config.json``, so a resumed run keeps it.
+processes of a ``torchrun`` job on this machine, capped by ``OMP_NUM_THREADS`` where set. It
+depends on the model, the batch, the machine's core count and ``OMP_NUM_THREADS`` only (not on
+the load), so the same command on the same machine picks the same number; the number is written into ``config.json``, so a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ FLOP_PER_THREAD = 10e9  # training FLOPs per step that justify one more thread [
 
 
 def cores() -> int:
-    """Cores this process may run on, shared among the local processes of a torchrun job."""
+    """Cores this process may run on, shared among the local processes of a torchrun job, and at most
+    ``OMP_NUM_THREADS`` when that is set to a positive integer (as torch's own default honours it)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(n, int(omp)) if omp.isdigit() and int(omp) > 0 else n
 
 
 @torch.no_grad()
