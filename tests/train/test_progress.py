@@ -3,6 +3,7 @@
 import io
 import json
 
+import pytest
 import torch
 
 from qtrain.cli import main as cli
@@ -104,3 +105,17 @@ def test_export_prints_a_line_then_json_and_refuses_non_runs(tmp_path, capsys):
         assert cli(["export", str(target), "--out", str(tmp_path / "x.safetensors")]) == 2
         err = capsys.readouterr().err
         assert "is not a run folder" in err and "--resume" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_milestones_out_of_reach_warn_that_the_lr_never_decays():
+    import warnings
+
+    from qtrain.train.schedule import make_scheduler
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.warns(UserWarning, match=r"lr_milestones \[8, 12\] are all at or past epochs=4"):
+        make_scheduler(opt, TrainConfig(epochs=4, lr_milestones=[8, 12]), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for cfg in (TrainConfig(epochs=9, lr_milestones=[8, 12]), TrainConfig(epochs=1),  # one in reach; defaults
+                    TrainConfig(epochs=4, lr_milestones=[8], lr_gamma=1.0)):  # no decay asked for
+            make_scheduler(opt, cfg, 10)

@@ -34,6 +34,9 @@ def test_stopped_after_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch,
     assert "epoch 1, batch 8/8" in err, err
     assert (load_checkpoint(out / "checkpoint.pt")["step"]) == 8
     assert cli(shlex.split(err.split("resume with: ")[1])[1:]) == 0
+    assert "resuming at epoch 1, batch 8/8: method sr" in capsys.readouterr().out
+    assert cli(["train", "--resume", str(out), "--no-progress"]) == 0  # nothing left to train: says so
+    assert "already finished: 2 of 2 epochs trained in" in capsys.readouterr().out
     a, b = load_checkpoint(ref / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     keys = ("train_loss", "train_error", "test_loss", "test_error", "weight_change")

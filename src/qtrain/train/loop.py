@@ -297,8 +297,8 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
     if not resume:
         save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
     if epoch_lines:
-        print(start_line(cfg, ds.num_examples("train"), out_dir if keep else "(no --out: nothing kept)", start),
-              flush=True)
+        print(start_line(cfg, ds.num_examples("train"), out_dir if keep else "(no --out: nothing kept)", start,
+                         resume, step, n_train), flush=True)
 
     # -- epochs -----------------------------------------------------------------------------
     resume_cmd = command_line(d, f"--resume {shlex.quote(str(out_dir))}") if keep else "nothing is kept without --out"

@@ -46,11 +46,17 @@ _METHODS = {"float": "float (no quantization; --method bc|r|sr quantizes)", "bc"
             "r": "r (deterministic rounding)", "sr": "sr (stochastic rounding)"}
 
 
-def start_line(cfg, n_train: int, out_dir, start_epoch: int = 0) -> str:
-    """One line before the first epoch: what trains, on what, with how many threads, where to."""
+def start_line(cfg, n_train: int, out_dir, start_epoch: int = 0, resume: bool = False, step: int = 0,
+               n_batches: int = 0) -> str:
+    """One line before the first epoch: what trains, on what, with how many threads, where to; on
+    resume, where it continues (``resuming at epoch 1, batch 17/390``), or that nothing is left."""
     threads = "torch's default" if cfg.threads is None else cfg.threads
-    return (f"{'resuming at epoch ' + str(start_epoch + 1) if start_epoch else 'training'}: method "
-            f"{_METHODS.get(cfg.method, cfg.method)} with {cfg.optimizer}, {cfg.model} on {cfg.data} "
+    if resume and start_epoch >= cfg.epochs:
+        return (f"already finished: {start_epoch} of {cfg.epochs} epochs trained in {out_dir}; "
+                f"pass --epochs N (N > {cfg.epochs}) with --resume to train it further")
+    where = "training" if not resume else f"resuming at epoch {start_epoch + 1}" + \
+        (f", batch {step}/{n_batches}" if step else "")
+    return (f"{where}: method {_METHODS.get(cfg.method, cfg.method)} with {cfg.optimizer}, {cfg.model} on {cfg.data} "
             f"({n_train:,} training examples), {cfg.epochs} epochs of batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"threads {threads} -> {out_dir}")
 

@@ -26,6 +26,7 @@ position is saved in the checkpoint, so a resumed run follows the same curve.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -61,4 +62,9 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     """The scheduler ``cfg.lr_schedule`` asks for (``steps_per_epoch``: optimizer steps in one epoch)."""
     if cfg.lr_schedule == "cosine":
         return cosine(opt, cfg.epochs * steps_per_epoch, cfg.warmup_steps)
-    return torch.optim.lr_scheduler.MultiStepLR(opt, cfg.milestones(), cfg.lr_gamma)
+    milestones = cfg.milestones()
+    if cfg.lr_milestones and min(milestones) >= cfg.epochs and cfg.lr_gamma != 1:  # set explicitly, none in reach
+        warnings.warn(f"qtrain: lr_milestones {milestones} are all at or past epochs={cfg.epochs}, so the lr never "
+                      f"decays (a preset shortened with --epochs?); pass --lr-milestones for {cfg.epochs} epochs, "
+                      "or none for 50% and 75% of them", stacklevel=2)
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, cfg.lr_gamma)
