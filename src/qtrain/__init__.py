@@ -8,7 +8,7 @@ Goldstein; NeurIPS 2017). Core names:
 * :class:`QuantizedOptimizer` -- float / BC / R / SR over any ``torch.optim`` optimizer;
 * :func:`conv_weights` -- the paper's choice of what to quantize.
 """
-import importlib
+import importlib as _importlib
 
 # name -> submodule; imported on first use, so ``qtrain --help`` answers without loading torch
 _EXPORTS = {"Grid": "grid", "DynamicGrid": "dynamic", "quantize": "rounding", "QuantizedOptimizer": "optim",
@@ -21,11 +21,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'qtrain' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted({n for n in globals() if not n.startswith("_") or n.startswith("__")} | set(__all__))

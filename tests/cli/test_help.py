@@ -81,3 +81,13 @@ def test_train_help_defaults_are_the_dataclass_defaults():
     parsed = config_defaults()
     assert parsed == {k: v for k, v in fields.items() if k in parsed}
     assert {"epochs", "lr", "seed", "method", "batch_size", "threads"} <= set(parsed)
+
+
+def test_version_matches_the_package_metadata_without_torch(capsys):
+    import tomllib
+    from pathlib import Path
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--version"])
+    assert e.value.code == 0
+    declared = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out.strip() == f"qtrain {declared}"

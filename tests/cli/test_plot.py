@@ -41,6 +41,8 @@ def test_plot_command_writes_the_figure(tmp_path, capsys):
     assert "2 run(s) in 1 group(s)" in capsys.readouterr().out
     assert cli(["plot", str(tmp_path), "--out", str(tmp_path / "g.png")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+    assert cli(["plot", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
     assert cli(["plot", *runs, "--out", str(tmp_path / "g.txt")]) == 2
 
 

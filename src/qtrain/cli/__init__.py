@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="qtrain", description="Train quantized nets (BC / R / SR) and reproduce "
         "'Training Quantized Nets: A Deeper Understanding' (NeurIPS 2017).")
+    from .. import __version__  # the package module only: no torch
+    parser.add_argument("--version", action="version", version=f"qtrain {__version__}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in _MODULES:
         try:

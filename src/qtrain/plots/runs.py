@@ -32,6 +32,8 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
     unique = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))  # a folder named twice counts once
     for d in unique:
         cfg_path = d / "config.json"
+        if not d.exists():
+            raise FileNotFoundError(f"{d} does not exist; qtrain plot takes --out folders of `qtrain train`")
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{d} is not a run folder (no config.json); qtrain plot takes --out folders of "
                                     "`qtrain train` (or table1's runs/<cell>/seed<s>/)")

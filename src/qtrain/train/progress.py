@@ -57,7 +57,7 @@ def start_line(cfg, n_train: int, out_dir, start_epoch: int = 0, resume: bool = 
     where = "training" if not resume else f"resuming at epoch {start_epoch + 1}" + \
         (f", batch {step}/{n_batches}" if step else "")
     return (f"{where}: method {_METHODS.get(cfg.method, cfg.method)} with {cfg.optimizer}, {cfg.model} on {cfg.data} "
-            f"({n_train:,} training examples), {cfg.epochs} epochs of batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"({n_train:,} training examples), {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"threads {threads} -> {out_dir}")
 
 
