@@ -58,6 +58,15 @@ def test_a_misspelt_option_is_refused_by_its_command_naming_the_closest(capsys):
     with pytest.raises(SystemExit):
         main(["--bogus"])
     assert "qtrain: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    cases = {("train", "--batch", "3"): "qtrain train: error: unrecognized arguments: --batch 3; did you mean --batch-size for --batch?",
+             ("train", "--lr_milestones", "2"): "; did you mean --lr-milestones for --lr_milestones?",
+             ("train", "--gpu"): "qtrain train: error: unrecognized arguments: --gpu",  # no near option: no guess
+             ("train", "--epochs", "1", "--", "--foo"): "qtrain train: error: unrecognized arguments: -- --foo",
+             ("--bogus", "train", "--epochs", "1"): "qtrain: error: unrecognized arguments: --bogus"}  # before the command
+    for argv, want in cases.items():
+        with pytest.raises(SystemExit):
+            main(list(argv))
+        assert capsys.readouterr().err.strip().endswith(want), argv
 
 
 @pytest.mark.parametrize("command", ["train", "table1", "reproduce", "convex", "toy", "markov", "export"])

@@ -101,3 +101,17 @@ def test_long_labels_fit_in_one_legend_below_the_panels(tmp_path, monkeypatch):
     assert all(box.y1 <= ax.get_tightbbox(renderer).y0 for ax in fig.axes)  # below the panels and their labels
     monkeypatch.undo()
     plt.close(fig)
+
+
+def test_where_a_run_ran_does_not_split_its_curve(tmp_path):
+    # provenance records (machine, data digest, machines of earlier parts) are not settings; an old run lacks them
+    runs = [fake_run(tmp_path / f"s{s}", s) for s in range(3)]
+    extra = ({"machine": {"cpu": "A"}, "data_sha256": "e05a"}, {"machine": {"cpu": "B"}, "earlier_machines": [{}]}, {})
+    for run, more in zip(runs, extra):
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(dict(cfg, **more)))
+    assert {k: len(v) for k, v in gather(runs).items()} == {"sr-adam": 3}
+    code = ("import sys\nfrom qtrain.plots.runs import gather\ngather(sys.argv[1:])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, runs)], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "NO-TORCH", out.stderr[-1000:]  # nothing to fill: no torch

@@ -84,8 +84,9 @@ def test_omp_num_threads_caps_the_pick(monkeypatch):
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
         assert threads.cores() == want, omp
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setenv("OMP_NUM_THREADS", "6")
-    assert threads.cores() == 4  # 8 cores shared by 2 local processes, then the cap
+    for omp in ("1", "6", ""):  # torchrun sets OMP_NUM_THREADS=1 itself: the share of the cores counts
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        assert threads.cores() == 4
 
 
 def test_explicit_threads_are_kept(tmp_path, capsys):

@@ -41,3 +41,19 @@ def test_stopped_after_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch,
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     keys = ("train_loss", "train_error", "test_loss", "test_error", "weight_change")
     assert [[r[k] for k in keys] for r in read_metrics(ref)] == [[r[k] for k in keys] for r in read_metrics(out)]
+
+
+def test_the_already_finished_hint_is_a_command_the_resume_rules_accept(tmp_path, capsys):
+    # default milestones scale with --epochs, so the hint keeps the saved ones; a cosine run cannot grow
+    out = tmp_path / "r"
+    assert cli(["train", *FLAGS, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli(["train", "--resume", str(out), "--no-progress"]) == 0
+    hint = capsys.readouterr().out.split("to train it further: ")[1].splitlines()[0]
+    assert hint == "qtrain train --resume RUN --epochs N --lr-milestones 1 2 (N > 2)"
+    args = shlex.split(hint.split(" (N")[0].replace("RUN", str(out)).replace(" N ", " 3 "))[1:]
+    assert cli(args + ["--no-progress"]) == 0 and len(read_metrics(out)) == 3
+    from qtrain.train.progress import extend_hint
+    assert "cannot be extended" in extend_hint(TrainConfig(lr_schedule="cosine"))
+    assert extend_hint(TrainConfig(epochs=4, lr_milestones=[2, 3])) == \
+        "to train it further: qtrain train --resume RUN --epochs N (N > 4)"

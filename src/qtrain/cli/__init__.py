@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
-        _unrecognized(parser, args, extra)
+        _unrecognized(parser, args, argv, extra)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -89,16 +89,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
-def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list) -> None:
-    """Refuse ``extra`` arguments from the command's own parser (its usage line), naming the closest
-    option of that command for a misspelt one (``--epoch``: did you mean ``--epochs``?). Exits 2."""
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list, extra: list) -> None:
+    """Refuse ``extra`` arguments from the parser they belong to (the top level for those before the
+    command, else the command's own: its usage line), naming the closest option of that command for
+    a misspelt one (``--epoch``: did you mean ``--epochs``?). Exits 2."""
     subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    command = subs.choices.get(getattr(args, "command", None)) if subs is not None else None
-    where = command or parser
-    known = [o for a in where._actions for o in a.option_strings if o.startswith("--")]
-    hints = [f"{m[0]} for {x}" for x in extra if x.startswith("--")
-             for m in [difflib.get_close_matches(x.split("=", 1)[0], known, n=1, cutoff=0.6)] if m]
-    where.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {', '.join(hints)}?" if hints else ""))
+    name = getattr(args, "command", None)
+    command = subs.choices.get(name) if subs is not None and name in argv else None
+    before = argv[:argv.index(name)] if command is not None else argv
+    if command is None or any(x in before for x in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    tail = argv[argv.index(name):]
+    options = tail[:tail.index("--")] if "--" in tail else tail  # after "--" nothing is an option
+    known = {o[2:]: o for a in command._actions for o in a.option_strings if o.startswith("--")}
+    hints = []
+    for x in extra:
+        if x.startswith("--") and x != "--" and x in options:
+            m = difflib.get_close_matches(x[2:].split("=", 1)[0].lower().replace("_", "-"), list(known), n=1, cutoff=0.6)
+            hints += [f"{known[m[0]]} for {x}"] if m else []
+    command.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {', '.join(hints)}?" if hints else ""))
 
 
 class _NeverRaised(Exception):

@@ -18,7 +18,8 @@ from .training import COLORS, _plt
 
 # settings that do not change a run's numbers (or name it), ignored when grouping seeds
 _NOT_GROUPED = ("seed", "progress", "data_dir", "download", "device", "tensorboard", "checkpoint_minutes",
-                "dist_timeout", "label", "extra")
+                "dist_timeout", "label", "extra",
+                "machine", "data_sha256", "earlier_machines")  # where it ran, not a setting (train/provenance.py)
 PANELS = (("error", "error (%)", ("test_error", "train_error")), ("loss", "loss", ("test_loss", "train_loss")),
           ("weight change", "% quantized weights changed (mean over layers)", ("weight_change",)))
 
@@ -57,7 +58,7 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
         twin = next((o for o, c in seen.get(key, []) if c.get("seed") == cfg.get("seed")), None)
         if twin is not None:  # a copy of one run would pass for a second seed and shrink the band
             raise ValueError(f"{twin} and {d} have the same settings and seed {cfg.get('seed')}: the same run twice "
-                             "(a copy?); pass each run once")
+                             "(a copy, or a rerun elsewhere?); pass each run once")
         seen.setdefault(key, []).append((d, cfg))
         groups[keys[key]].append(rows)
     return groups

@@ -296,7 +296,7 @@ def _train(cfg: TrainConfig, out_dir: Path, ckpt_path: Path, resume: bool, keep:
         log.rewrite(history)  # exactly one row per finished epoch, whatever the file held
     if not resume:
         save(0, 0, {})  # fails now, not after an epoch, if the folder cannot take a checkpoint
-    if epoch_lines:
+    if epoch_lines or (progress and resume and start >= cfg.epochs):  # "already finished" also under a bar
         print(start_line(cfg, ds.num_examples("train"), out_dir if keep else "(no --out: nothing kept)", start,
                          resume, step, n_train), flush=True)
 

@@ -52,13 +52,25 @@ def start_line(cfg, n_train: int, out_dir, start_epoch: int = 0, resume: bool = 
     resume, where it continues (``resuming at epoch 1, batch 17/390``), or that nothing is left."""
     threads = "torch's default" if cfg.threads is None else cfg.threads
     if resume and start_epoch >= cfg.epochs:
-        return (f"already finished: {start_epoch} of {cfg.epochs} epochs trained in {out_dir}; "
-                f"pass --epochs N (N > {cfg.epochs}) with --resume to train it further")
+        return f"already finished: {start_epoch} of {_epochs(cfg.epochs)} trained in {out_dir}; {extend_hint(cfg)}"
     where = "training" if not resume else f"resuming at epoch {start_epoch + 1}" + \
         (f", batch {step}/{n_batches}" if step else "")
     return (f"{where}: method {_METHODS.get(cfg.method, cfg.method)} with {cfg.optimizer}, {cfg.model} on {cfg.data} "
-            f"({n_train:,} training examples), {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"({n_train:,} training examples), {_epochs(cfg.epochs)} of batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"threads {threads} -> {out_dir}")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+def extend_hint(cfg) -> str:
+    """How a finished run trains further under the resume rules (the lr schedule stays as it was)."""
+    if cfg.lr_schedule == "cosine":
+        return "its cosine lr has reached 0 and cannot be extended; start a new run for more epochs"
+    keep = "" if cfg.lr_milestones is not None else \
+        f" --lr-milestones {' '.join(map(str, cfg.milestones()))}"  # the default ones scale with --epochs
+    return f"to train it further: qtrain train --resume RUN --epochs N{keep} (N > {cfg.epochs})"
 
 
 def epoch_line(row: dict, epochs: int, held_out: str = "test") -> str:

@@ -37,7 +37,7 @@ def restore(path: Path, cfg: TrainConfig, model, opt, sched, tracker, n_train: i
             raise ValueError(f"checkpoint {path} was made with {key}={was!r}, this run has "
                              f"{getattr(cfg, key)!r}; resume with the run's own settings")
     if cfg.lr_schedule == "cosine" and saved.get("epochs") != cfg.epochs:
-        raise ValueError(f"checkpoint {path} follows a cosine lr over {saved.get('epochs')} epochs, this run over "
+        raise ValueError(f"checkpoint {path} follows a cosine lr over {saved.get('epochs')} epoch(s), this run over "
                          f"{cfg.epochs}; resume with --epochs {saved.get('epochs')}")
     saved_milestones = TrainConfig(**{k: v for k, v in saved.items() if k in ("epochs", "lr_milestones")}).milestones()
     if saved_milestones != cfg.milestones():

@@ -26,6 +26,7 @@ position is saved in the checkpoint, so a resumed run follows the same curve.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import torch
@@ -63,8 +64,10 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int):
     if cfg.lr_schedule == "cosine":
         return cosine(opt, cfg.epochs * steps_per_epoch, cfg.warmup_steps)
     milestones = cfg.milestones()
-    if cfg.lr_milestones and min(milestones) >= cfg.epochs and cfg.lr_gamma != 1:  # set explicitly, none in reach
+    if (cfg.lr_milestones and min(milestones) >= cfg.epochs and cfg.lr_gamma != 1
+            and os.environ.get("RANK", "0") == "0"):  # set explicitly, none in reach; once per job
         warnings.warn(f"qtrain: lr_milestones {milestones} are all at or past epochs={cfg.epochs}, so the lr never "
-                      f"decays (a preset shortened with --epochs?); pass --lr-milestones for {cfg.epochs} epochs, "
-                      "or none for 50% and 75% of them", stacklevel=2)
+                      "decays in this run (a preset shortened with --epochs?); unless it is a first part to extend "
+                      f"with --resume, give milestones below {cfg.epochs} (--lr-milestones; table1: --set "
+                      "lr_milestones=[...])", stacklevel=2)
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, cfg.lr_gamma)

@@ -12,9 +12,10 @@ mostly wait for each other (the mini model, ``smallcnn`` width 16 at batch 128 o
 with :math:`F` the training FLOPs of one step (forward 2 per MAC, backward twice that),
 counted over the model's ``Conv``/``Linear`` layers on one example, :math:`F_1` =
 :data:`FLOP_PER_THREAD`, and ``cores`` the cores this process may use divided among the
-processes of a ``torchrun`` job on this machine, capped by ``OMP_NUM_THREADS`` where set. It
-depends on the model, the batch, the machine's core count and ``OMP_NUM_THREADS`` only (not on
-the load), so the same command on the same machine picks the same number; the number is written into ``config.json``, so a resumed run keeps it.
+processes of a ``torchrun`` job on this machine (a lone process: at most ``OMP_NUM_THREADS``
+where set). It depends on the model, the batch, the machine's core count and that variable only
+(not on the load), so the same command on the same machine picks the same number; the number
+is written into ``config.json``, so a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ FLOP_PER_THREAD = 10e9  # training FLOPs per step that justify one more thread [
 
 
 def cores() -> int:
-    """Cores this process may run on, shared among the local processes of a torchrun job, and at most
-    ``OMP_NUM_THREADS`` when that is set to a positive integer (as torch's own default honours it)."""
+    """Cores this process may run on, shared among the local processes of a torchrun job; for a
+    single process, at most ``OMP_NUM_THREADS`` when that is a positive integer (as torch's own
+    default honours it). Under torchrun with several local processes the variable is ignored:
+    torchrun sets it to 1 itself unless told otherwise, and the share already divides the cores."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if local > 1:
+        return max(1, n // local)
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     return min(n, int(omp)) if omp.isdigit() and int(omp) > 0 else n
 
