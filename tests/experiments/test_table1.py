@@ -84,6 +84,12 @@ def test_seeds_and_workers(tmp_path):
         for k, seed in enumerate(c["seeds"]):
             config = json.loads((tmp_path / "w1" / "runs" / c["cell"] / f"seed{seed}" / "config.json").read_text())
             assert config["seed"] == seed and config["threads"] == 1
+    # finished seeds beyond --seeds (a cell given extra seeds) are reported, never dropped
+    lines = []
+    fewer = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=1, log=lines.append), report_only=True)
+    assert [c["seeds"] for c in fewer["cells"]] == [[0, 1]] and fewer["missing"] == []
+    assert "digits-smallcnn.sr-adam seed 1: finished beyond --seeds 1; reported too" in lines
+    assert fewer["cells"][0]["test_errors"] == saved[0]["cells"][0]["test_errors"]
     # --set seed=10 shifts the whole seed list (and the run folders)
     lines = []
     run_table1("quick", tmp_path / "s10", **dict(kw, log=lines.append), report_only=True, seed=10)

@@ -124,6 +124,13 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                 log(f"{name} seed {cfg.seed}: no finished run in {run_dir} (skipped)")
             else:
                 jobs.append(((name, k), cfg, run_dir))
+        for seed in _finished_seeds(out / "runs" / name, base.seed + n_seeds):  # more seeds of a cell than asked
+            cfg = dataclasses.replace(base, seed=seed)  # (e.g. a noisy cell given extra): reported, never dropped
+            summary = read_summary(out / "runs" / name / f"seed{seed}")
+            _check_same_settings(f"{name}/seed{seed}", summary.get("config", {}), cfg)
+            plan[(name, seed - base.seed)] = (cfg, out / "runs" / name / f"seed{seed}")
+            done[(name, seed - base.seed)] = summary
+            log(f"{name} seed {seed}: finished beyond --seeds {n_seeds}; reported too")
     check_data([cfg for _, cfg, _ in jobs])
     threads = [cfg.threads for cfg, _ in plan.values()]
     n_workers = (default_workers(None if None in threads else max(threads, default=1)) if workers is None
@@ -134,7 +141,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     done.update(_train(jobs, n_workers, log, command))
     results = []
     for name in names:
-        keys = [(name, k) for k in range(n_seeds) if (name, k) in done]
+        keys = sorted(key for key in done if key[0] == name)
         if not keys:
             continue
         column, row = name.split(".", 1)
@@ -150,6 +157,12 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                   reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
     return report
+
+
+def _finished_seeds(cell_dir: Path, first: int) -> List[int]:
+    """Seeds ``>= first`` with a finished run (``seed<s>/summary.json``) in ``cell_dir``, ascending."""
+    found = [int(p.name[4:]) for p in cell_dir.glob("seed*") if p.name[4:].isdigit()] if cell_dir.is_dir() else []
+    return sorted(s for s in found if s >= first and (cell_dir / f"seed{s}" / "summary.json").is_file())
 
 
 def check_data(configs: Sequence[TrainConfig]) -> None:
