@@ -4,13 +4,15 @@
 # runs are read back, an interrupted one resumes from its checkpoint.
 #
 #   nice -n 10 bash scripts/cpu_study.sh study DATA_DIR OUT   # Table 1, both protocols, seed by seed
+#   nice -n 10 bash scripts/cpu_study.sh study-bc DATA_DIR OUT & nice -n 10 bash scripts/cpu_study.sh study-poster DATA_DIR OUT
+#                                                             # the same as two lanes, one column (protocol) each
 #   nice -n 10 bash scripts/cpu_study.sh width-a DATA_DIR OUT # the width trend, cheap widths first (and width-b)
 #
 # The plain one-command forms (no priority order) are
 #   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
 #   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
 set -u
-lane=${1:?lane: study | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
+lane=${1:?lane: study | study-bc | study-poster | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
 case "$lane" in
@@ -21,6 +23,16 @@ study)
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main --data-dir "$data" --out "$out/cpu" --no-progress; done
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
     --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
+study-bc|study-poster)
+  # One column per lane (the lanes never share a cell): seed rounds of the five rows and Big SR-ADAM at
+  # equal steps, so each round finishes a seed of every row; then, in the poster's column, BC-ADAM up to
+  # 15 seeds (its sd of ~3 points needs them for 80% power at 2 points: docs/results/cpu/RUN.md).
+  C=$B; [ "$lane" = study-poster ] && C=$P
+  col="$C.adam $C.bc-adam $C.sr-adam $C.big-sr-adam $C.r-adam $C.big-sr-adam-steps"
+  for k in 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $col --data-dir "$data" --out "$out/cpu" --no-progress; done
+  if [ "$lane" = study-poster ]; then
+    $q table1 --scale cpu --seeds 15 --workers 1 --cells $P.bc-adam --data-dir "$data" --out "$out/cpu" --no-progress
+  fi ;;
 width-a|width-b)
   # The width trend in two lanes (separate folders, gathered by scripts/collect_study.sh): cheap widths first;
   # width 16 comes from the mini study (docs/results/mini/, identical settings). Then the poster protocol's
@@ -49,5 +61,5 @@ runs)
     else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
       --out "$run" --no-progress; fi
   done ;;
-*) echo "lane must be study, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
+*) echo "lane must be study, study-bc, study-poster, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
 esac
