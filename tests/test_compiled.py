@@ -156,7 +156,14 @@ def test_generated_gpu_code_is_asked_to_divide_like_eager(monkeypatch):
     assert seen["options"]["eager_numerics.division_rounding"] is True
 
 
-def test_a_torch_that_cannot_divide_exactly_on_gpus_sends_gpu_tensors_to_the_eager_path(monkeypatch):
+@pytest.fixture
+def fresh_gpu_answer():
+    _compiled._gpu_divides_exactly.cache_clear()  # the answer is cached per device type: ask afresh
+    yield
+    _compiled._gpu_divides_exactly.cache_clear()
+
+
+def test_a_torch_that_cannot_divide_exactly_on_gpus_sends_gpu_tensors_to_the_eager_path(monkeypatch, fresh_gpu_answer):
     # without Inductor's division_rounding, Triton's approximate float32 division could round a value
     # at a level boundary the other way: such a torch must not use the compiled path off the CPU
     called = []
@@ -171,6 +178,7 @@ def test_a_torch_that_cannot_divide_exactly_on_gpus_sends_gpu_tensors_to_the_eag
         assert _compiled.quantize_flat(x, Grid.uniform(0.5), False, 1) is None
     assert called == []
     monkeypatch.setattr(_compiled, "_eager_numerics", lambda: {"eager_numerics.division_rounding": True})
+    _compiled._gpu_divides_exactly.cache_clear()
     assert _compiled._gpu_divides_exactly("cuda")
     y = torch.zeros(8)  # the CPU's generated code divides exactly whatever the options
     monkeypatch.setattr(_compiled, "_eager_numerics", lambda: {})

@@ -114,19 +114,18 @@ def _eager_numerics() -> dict:
             if isinstance(getattr(numerics, name, None), bool)}
 
 
+@functools.lru_cache(maxsize=None)
 def _gpu_divides_exactly(device_type: str) -> bool:
     """Whether this torch's Inductor can be told to divide exactly in GPU code (see
     :func:`_eager_numerics`). If not, GPU tensors take the eager path (same bits as the CPU,
-    slower), with a one-time warning, rather than a compiled path that may differ in the last bit."""
+    slower), with a warning once per device type (the answer is cached: no work per call),
+    rather than a compiled path that may differ in the last bit."""
     if "eager_numerics.division_rounding" in _eager_numerics():
         return True
-    with _lock:
-        if (device_type, "inexact division") not in _broken:
-            _broken.add((device_type, "inexact division"))
-            warnings.warn(f"qtrain: this torch's Inductor has no eager_numerics.division_rounding, so compiled "
-                          f"{device_type} code would divide approximately (w/Δ one ulp off, a value at a level "
-                          "boundary rounding the other way); using the slower eager path (same results as the "
-                          "CPU). A newer torch restores the fast path")
+    warnings.warn(f"qtrain: this torch's Inductor has no eager_numerics.division_rounding, so compiled "
+                  f"{device_type} code would divide approximately (w/Δ one ulp off, a value at a level "
+                  "boundary rounding the other way); using the slower eager path (same results as the "
+                  "CPU). A newer torch restores the fast path")
     return False
 
 

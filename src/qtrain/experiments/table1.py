@@ -34,8 +34,7 @@ from typing import Dict, List, Optional, Sequence
 from .._io import atomic_write_bytes, atomic_write_json
 from ..train import TrainConfig, run
 from ..train.checkpoint import CHECKPOINT
-from ..train.config import recorded
-from ..train.config import load_yaml, make
+from ..train.config import load_yaml, make, recorded
 from ..train.stopping import RunStopped
 from . import bigbatch, columns, stats, verdicts
 from .runs import provenance_text, read_summary, run_history, run_machines, steps_taken
@@ -110,27 +109,23 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
         if (out / "runs" / name / "summary.json").exists():
             log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
                 f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")
-        for k in range(n_seeds):
+        extra = [s - base.seed for s in _finished_seeds(out / "runs" / name, base.seed + n_seeds)]
+        for k in [*range(n_seeds), *extra]:  # finished seeds beyond --seeds (a noisy cell given more): reported too
             cfg = dataclasses.replace(base, seed=base.seed + k)
             run_dir = out / "runs" / name / f"seed{cfg.seed}"
             plan[(name, k)] = (cfg, run_dir)
-            if retrain and run_dir.exists():
+            if retrain and k < n_seeds and run_dir.exists():
                 shutil.rmtree(run_dir)
             if (run_dir / "summary.json").exists():
                 summary = read_summary(run_dir)
                 _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
                 done[(name, k)] = summary
+                if k >= n_seeds:
+                    log(f"{name} seed {cfg.seed}: finished beyond --seeds {n_seeds}; reported too")
             elif report_only:
                 log(f"{name} seed {cfg.seed}: no finished run in {run_dir} (skipped)")
             else:
                 jobs.append(((name, k), cfg, run_dir))
-        for seed in _finished_seeds(out / "runs" / name, base.seed + n_seeds):  # more seeds of a cell than asked
-            cfg = dataclasses.replace(base, seed=seed)  # (e.g. a noisy cell given extra): reported, never dropped
-            summary = read_summary(out / "runs" / name / f"seed{seed}")
-            _check_same_settings(f"{name}/seed{seed}", summary.get("config", {}), cfg)
-            plan[(name, seed - base.seed)] = (cfg, out / "runs" / name / f"seed{seed}")
-            done[(name, seed - base.seed)] = summary
-            log(f"{name} seed {seed}: finished beyond --seeds {n_seeds}; reported too")
     check_data([cfg for _, cfg, _ in jobs])
     threads = [cfg.threads for cfg, _ in plan.values()]
     n_workers = (default_workers(None if None in threads else max(threads, default=1)) if workers is None

@@ -28,7 +28,7 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
     """``{label: [metrics rows of each seed's run]}`` for ``run_dirs``, grouped as the module says."""
     groups: Dict[str, List[List[dict]]] = {}
     keys: Dict[str, str] = {}
-    seen: Dict[str, list] = {}
+    seen: Dict[tuple, Path] = {}  # (settings, seed) -> its run
     configs = []
     unique = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))  # a folder named twice counts once
     for d in unique:
@@ -55,11 +55,10 @@ def gather(run_dirs: Sequence) -> Dict[str, List[List[dict]]]:
                 label += "'"
             keys[key] = label
             groups[label] = []
-        twin = next((o for o, c in seen.get(key, []) if c.get("seed") == cfg.get("seed")), None)
-        if twin is not None:  # a copy of one run would pass for a second seed and shrink the band
+        twin = seen.setdefault((key, json.dumps(cfg.get("seed"))), d)
+        if twin != d:  # a copy of one run would pass for a second seed and shrink the band
             raise ValueError(f"{twin} and {d} have the same settings and seed {cfg.get('seed')}: the same run twice "
                              "(a copy, or a rerun elsewhere?); pass each run once")
-        seen.setdefault(key, []).append((d, cfg))
         groups[keys[key]].append(rows)
     return groups
 
