@@ -15,6 +15,16 @@ set -u
 lane=${1:?lane: study | study-bc | study-poster | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
+train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an interrupted one resumes
+  local scale=$1 root=$2 job cell seed run; shift 2
+  for job in "$@"; do
+    cell=${job%%:*}; seed=${job##*:}; run="$root/runs/$cell/seed$seed"
+    [ -f "$run/summary.json" ] && continue
+    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
+    else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
+      --out "$run" --no-progress; fi
+  done
+}
 case "$lane" in
 study)
   # Per seed round: ADAM, BC-ADAM, SR-ADAM, Big SR-ADAM (equal epochs), R-ADAM, each protocol in turn;
@@ -24,15 +34,16 @@ study)
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
     --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
 study-bc|study-poster)
-  # One column per lane (the lanes never share a cell): seed rounds of the five rows and Big SR-ADAM at
-  # equal steps, so each round finishes a seed of every row; then, in the poster's column, BC-ADAM up to
-  # 15 seeds (its sd of ~3 points needs them for 80% power at 2 points: docs/results/cpu/RUN.md).
-  C=$B; [ "$lane" = study-poster ] && C=$P
-  col="$C.adam $C.bc-adam $C.sr-adam $C.big-sr-adam $C.r-adam $C.big-sr-adam-steps"
-  for k in 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $col --data-dir "$data" --out "$out/cpu" --no-progress; done
-  if [ "$lane" = study-poster ]; then
-    $q table1 --scale cpu --seeds 15 --workers 1 --cells $P.bc-adam --data-dir "$data" --out "$out/cpu" --no-progress
-  fi ;;
+  # One column per lane: seed rounds of the five rows and Big SR-ADAM at equal steps, so each round finishes
+  # a seed of every row; then, in the poster's column, BC-ADAM up to 15 seeds (its sd of ~3 points needs them
+  # for 80% power at 2 points: docs/results/cpu/RUN.md). The lanes train run by run (as `runs` does), not
+  # through `qtrain table1`, which holds OUT/cpu for one process; collect_study.sh builds the report.
+  C=$B; [ "$lane" = study-poster ] && C=$P; jobs=
+  for k in 0 1 2 3 4; do
+    for row in adam bc-adam sr-adam big-sr-adam r-adam big-sr-adam-steps; do jobs="$jobs $C.$row:$k"; done
+  done
+  if [ "$lane" = study-poster ]; then for k in $(seq 5 14); do jobs="$jobs $P.bc-adam:$k"; done; fi
+  train_runs cpu "$out/cpu" $jobs ;;
 width-a|width-b)
   # The width trend in two lanes (separate folders, gathered by scripts/collect_study.sh): cheap widths first;
   # width 16 comes from the mini study (docs/results/mini/, identical settings). Then the poster protocol's
@@ -53,13 +64,6 @@ width-a|width-b)
 runs)
   # Given runs in the given order: bash scripts/cpu_study.sh runs DATA_DIR OUT SCALE CELL:SEED ... (the same run
   # folders OUT/runs/<cell>/seed<k> and settings as `qtrain table1 --scale SCALE`, so its report reads them back)
-  scale=${4:?SCALE}; shift 4
-  for job in "$@"; do
-    cell=${job%%:*}; seed=${job##*:}; run="$out/runs/$cell/seed$seed"
-    [ -f "$run/summary.json" ] && continue
-    if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
-    else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
-      --out "$run" --no-progress; fi
-  done ;;
+  scale=${4:?SCALE}; shift 4; train_runs "$scale" "$out" "$@" ;;
 *) echo "lane must be study, study-bc, study-poster, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
 esac
