@@ -1,4 +1,5 @@
-"""``qtrain verify``: does a finished run reproduce bit for bit on this machine?"""
+"""``qtrain verify``: does a finished run reproduce bit for bit on this machine? ``qtrain bn-reestimate``:
+how much of its test error is stale batch-norm statistics?"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,17 @@ def register(sub) -> None:
     p.add_argument("--data-dir", help="dataset folder, if not where the run read it (its config.json's data_dir)")
     p.set_defaults(func=main)
 
+    p = sub.add_parser("bn-reestimate", help="test error of finished runs with BN statistics re-estimated for the "
+                       "final weights", description="For each RUN_DIR, evaluate the checkpointed weights on the test "
+                       "set with the stored BatchNorm running statistics and again with statistics re-estimated in one "
+                       "pass over the training split (training augmentation, the run's batch size), then summarise "
+                       "per cell (the run folder's parent). A diagnostic: weights are untouched and the runs are only "
+                       "read. Exit 0; 2: bad input.")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders (checkpoint.pt)")
+    p.add_argument("--data-dir", help="dataset folder, if not where the runs read it (their config.json's data_dir)")
+    p.add_argument("--out", type=Path, help="write the report here as Markdown, and the numbers beside it as .json")
+    p.set_defaults(func=bn_main)
+
 
 def main(args: argparse.Namespace) -> int:
     from ..train.verify import report_text, verify_run
@@ -23,3 +35,25 @@ def main(args: argparse.Namespace) -> int:
     result = verify_run(args.run_dir, epochs=args.epochs, data_dir=args.data_dir)
     print(report_text(result), end="")
     return 0 if result["identical"] else 1
+
+
+def bn_main(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_bytes, atomic_write_json
+    from ..experiments.render import bn_reestimate_markdown
+    from ..train.reestimate import check_run, summarize
+
+    if args.out is not None and args.out.suffix != ".md":
+        raise ValueError(f"--out {args.out} must end in .md (the numbers go beside it as .json)")
+    rows = []
+    for run in args.run_dirs:
+        r = check_run(run, data_dir=args.data_dir)
+        print(f"{r['cell']} seed {r['seed']}: test error {r['stored']:.2f}% with the stored BN statistics, "
+              f"{r['reestimated']:.2f}% re-estimated", flush=True)
+        rows.append(r)
+    cells = summarize(rows)
+    text = bn_reestimate_markdown(rows, cells)
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_json(args.out.with_suffix(".json"), {"runs": rows, "cells": cells})
+        atomic_write_bytes(args.out, text.encode("utf-8"))
+    return 0

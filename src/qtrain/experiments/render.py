@@ -170,3 +170,23 @@ def to_html(md: str, title: str, base: Optional[Path] = None) -> str:
         i += 1
     return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>\n"
             f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'>\n" + "\n".join(out) + "\n</body>\n")
+
+
+def bn_reestimate_markdown(rows: List[dict], cells: List[dict]) -> str:
+    """``qtrain bn-reestimate``'s report: per cell, test error (%) with the stored BN statistics and
+    with statistics re-estimated for the final weights (mean ± SE, sd over seeds), then per run."""
+    def pm(m, se):
+        return f"{m:.2f}" if se != se else f"{m:.2f} ± {se:.2f}"  # se is nan for one seed
+
+    def sd(x):
+        return "–" if x != x else f"{x:.2f}"
+
+    out = ["| cell | seeds | stored BN statistics | sd | re-estimated | sd | change |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {c['cell']} | {', '.join(map(str, c['seeds']))} | {pm(c['stored_mean'], c['stored_se'])} | "
+            f"{sd(c['stored_sd'])} | {pm(c['reestimated_mean'], c['reestimated_se'])} | {sd(c['reestimated_sd'])} | "
+            f"{c['change']:+.2f} |" for c in cells]
+    out += ["", "| run | epoch | recorded | stored | re-estimated | stored = recorded |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['cell']} seed {r['seed']} | {r['epoch']} | "
+            f"{'–' if r['recorded'] is None else format(r['recorded'], '.2f')} | {r['stored']:.2f} | "
+            f"{r['reestimated']:.2f} | {'yes' if r['matches_record'] else 'no'} |" for r in rows]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,144 @@
+r"""Batch-norm statistics re-estimated for a run's final weights: ``qtrain bn-reestimate RUN_DIR``.
+
+A net with BatchNorm is evaluated with running statistics, exponential averages over the last
+training batches (PyTorch's momentum 0.1: about the last ten steps). If the quantized weights
+are still flipping at the end of training, as BinaryConnect's signs do when latent weights sit
+near zero, those averages mix statistics of several weight settings, none of them the final one,
+and the test error carries that staleness as noise. Re-estimating the statistics once for the
+final weights separates the two: with one pass over the training split (the training
+augmentation, batches of the run's own size), in train mode and without gradients, each BN
+layer gets the plain average over the :math:`N_b` batches,
+
+.. math::
+
+    \hat\mu = \frac{1}{N_b} \sum_b \mu_b, \qquad
+    \hat\sigma^2 = \frac{1}{N_b} \sum_b s_b^2,
+
+with :math:`\mu_b` and :math:`s_b^2` the batch mean and unbiased batch variance of the layer's
+input (``momentum=None``, PyTorch's cumulative average). Weights are untouched: a noise that
+vanishes here came from the statistics, not from the weights.
+
+This is a diagnostic, not part of any protocol: it reads a finished run's checkpoint and writes
+nothing into the run.
+
+>>> import torch
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+>>> xs = [torch.randn(8, 2) for _ in range(3)]
+>>> reestimate_bn(net, xs)
+1
+>>> h = [net[0](x) for x in xs]
+>>> torch.allclose(net[1].running_mean, torch.stack([b.mean(0) for b in h]).mean(0).detach())
+True
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Union
+
+import torch
+from torch import nn
+
+__all__ = ["reestimate_bn", "check_run", "summarize"]
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def reestimate_bn(model: nn.Module, inputs: Iterable) -> int:
+    """Replace every BatchNorm layer's running statistics by their plain average over ``inputs``
+    (tensors, or ``(x, y)`` pairs whose ``x`` is fed); returns the number of BN layers. The
+    layers' momentum and the model's train/eval mode are restored afterwards."""
+    layers = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics: nothing to "
+                         "re-estimate (its test error does not depend on batch statistics)")
+    momenta, was_training = [m.momentum for m in layers], model.training
+    seen = 0
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average of the batch statistics
+        model.train()
+        with torch.no_grad():
+            for batch in inputs:
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                seen += 1
+    finally:
+        for m, mom in zip(layers, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    if not seen:
+        raise ValueError("no batches to re-estimate the BatchNorm statistics from (an empty training split?)")
+    return len(layers)
+
+
+def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict[str, object]:
+    """Test error of ``run_dir``'s checkpointed weights with the stored BN statistics and with
+    statistics re-estimated over the run's training split (one pass, the training augmentation
+    drawn for epoch index ``epochs``, which the run never trained on; batches of ``micro_batch``
+    or ``batch_size``, the size its BN layers saw). ``cell`` is the run folder's parent's name
+    (``OUT/runs/<cell>/seed<k>`` in ``qtrain table1``'s layout). ``stored`` equals the run's last recorded test
+    error when this machine computes the same bits (``matches_record``). Reads only."""
+    from ..data import batches
+    from .checkpoint import CHECKPOINT, load_checkpoint
+    from .config import load_run_config
+    from .distributed import Dist
+    from .exporting import build_model
+    from .._io import read_metrics
+    from .lm import is_lm
+    from .loop import evaluate
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir, flag="qtrain bn-reestimate RUN")
+    if is_lm(cfg):
+        raise ValueError(f"{run_dir} is a language-model run ({cfg.data}); bn-reestimate takes image classifiers")
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT}: bn-reestimate needs the run's final weights "
+                                f"(finish or resume it: qtrain train --resume {run_dir})")
+    ck = load_checkpoint(run_dir / CHECKPOINT)
+    model, ds = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)  # the run's own count: the same bits as its evaluation
+    try:
+        stored = evaluate(model, ds, cfg, Dist(), cpu)[1]
+        size = cfg.micro_batch or cfg.batch_size
+        layers = reestimate_bn(model, batches(ds, "train", size, shuffle=True, augment=True, seed=cfg.seed,
+                                              epoch=cfg.epochs, device=cpu))
+        reestimated = evaluate(model, ds, cfg, Dist(), cpu)[1]
+    finally:
+        torch.set_num_threads(threads)
+    history = read_metrics(run_dir)
+    last = history[-1] if history else {}
+    recorded = last.get("test_error") if last.get("epoch") == int(ck["epoch"]) else None
+    return {"run": str(run_dir), "cell": run_dir.parent.name, "seed": cfg.seed, "method": cfg.method,
+            "epoch": int(ck["epoch"]), "recorded": recorded, "stored": stored,
+            "reestimated": reestimated, "bn_layers": layers,
+            "matches_record": recorded is not None and json.dumps(recorded) == json.dumps(stored)}
+
+
+def _mean_se_sd(xs: List[float]):
+    n = len(xs)
+    m = sum(xs) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else float("nan")
+    return m, sd / math.sqrt(n) if n > 1 else float("nan"), sd
+
+
+def summarize(rows: List[dict]) -> List[dict]:
+    """Per cell (in first-seen order): seeds, mean ± SE and sd of the stored and the re-estimated
+    errors, and the mean change (re-estimated − stored)."""
+    cells: Dict[str, List[dict]] = {}
+    for r in rows:
+        cells.setdefault(r["cell"], []).append(r)
+    out = []
+    for cell, rs in cells.items():
+        s, e = [r["stored"] for r in rs], [r["reestimated"] for r in rs]
+        (ms, ses, sds), (me, see, sde) = _mean_se_sd(s), _mean_se_sd(e)
+        out.append({"cell": cell, "seeds": sorted(r["seed"] for r in rs), "stored_mean": ms, "stored_se": ses,
+                    "stored_sd": sds, "reestimated_mean": me, "reestimated_se": see, "reestimated_sd": sde,
+                    "change": me - ms})
+    return out

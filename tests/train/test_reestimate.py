@@ -1,0 +1,125 @@
+"""BN statistics re-estimated for final weights (``qtrain bn-reestimate``): the averages are the batch
+statistics' plain means, stale statistics are repaired, the run is only read, bad input is refused."""
+import json
+import math
+import statistics
+
+import pytest
+import torch
+from torch import nn
+
+from qtrain.cli import main as cli
+from qtrain.train import TrainConfig, run
+from qtrain.train.reestimate import check_run, reestimate_bn, summarize
+
+TINY = dict(data="digits", model="smallcnn", method="bc", epochs=2, batch_size=64, train_subset=384, test_subset=150,
+            width=8, progress=False, threads=1)
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU(), nn.Flatten(),
+                         nn.LazyLinear(3))
+
+
+def test_running_stats_are_the_plain_average_of_the_batch_statistics():
+    net = small_net()
+    xs = [torch.randn(6, 1, 5, 5) * (1 + i) + i for i in range(4)]  # batches with different statistics
+    net(xs[0])  # materialise the lazy layer
+    net.eval()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert reestimate_bn(net, [(x, None) for x in xs]) == 1
+    h = [net[0](x).detach() for x in xs]
+    mean = torch.stack([b.mean((0, 2, 3)) for b in h]).mean(0)
+    var = torch.stack([b.transpose(0, 1).reshape(4, -1).var(1, unbiased=True) for b in h]).mean(0)
+    bn = net[1]
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, atol=1e-5)
+    assert bn.momentum == 0.3 and not net.training  # momentum and eval mode restored
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())  # weights untouched
+
+
+def test_stale_statistics_are_repaired():
+    """Statistics that do not belong to the weights cost accuracy; re-estimating restores it."""
+    torch.manual_seed(1)
+    x = torch.randn(512, 1, 5, 5)
+    y = (x.mean((1, 2, 3)) > 0).long() + (x[:, 0, 2, 2] > 1).long()
+    net = small_net()
+    opt = torch.optim.Adam(net.parameters(), 0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+
+    def err():
+        with torch.no_grad():
+            return (net(x).argmax(1) != y).float().mean().item()
+
+    good = err()
+    net[1].running_mean += 3.0  # statistics of some other weights
+    net[1].running_var *= 9.0
+    assert err() > good + 0.1
+    reestimate_bn(net, x.split(64))
+    assert err() <= good + 0.02
+
+
+def test_bad_input_is_refused_and_momentum_restored():
+    with pytest.raises(ValueError, match="has no BatchNorm layer"):
+        reestimate_bn(nn.Sequential(nn.Linear(2, 2)), [torch.randn(2, 2)])
+    net = small_net()
+    with pytest.raises(ValueError, match="no batches"):
+        reestimate_bn(net, [])
+    assert net[1].momentum == 0.3
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bn") / "runs" / "digits.bc" / "seed0"
+    run(TrainConfig(**TINY), path)
+    return path
+
+
+def test_a_run_is_read_not_written(finished):
+    before = {p.name: p.read_bytes() for p in finished.iterdir()}
+    r = check_run(finished)
+    assert {p.name: p.read_bytes() for p in finished.iterdir()} == before
+    final = json.loads((finished / "summary.json").read_text())["test_error"]
+    assert r["matches_record"] and r["stored"] == r["recorded"] == final  # same weights, same bits here
+    assert r["cell"] == "digits.bc" and r["seed"] == 0 and r["epoch"] == 2 and r["bn_layers"] == 3
+    assert 0 <= r["reestimated"] <= 100
+
+
+def test_cli_writes_the_report_and_numbers(finished, tmp_path, capsys):
+    out = tmp_path / "rep" / "bn.md"
+    assert cli(["bn-reestimate", str(finished), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "digits.bc seed 0: test error" in printed and "| digits.bc | 0 |" in out.read_text()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["runs"][0]["cell"] == "digits.bc" and data["cells"][0]["seeds"] == [0]
+    assert cli(["bn-reestimate", str(finished), "--out", str(tmp_path / "bn.txt")]) == 2
+    assert "must end in .md" in capsys.readouterr().err
+
+
+def test_runs_without_weights_or_bn_are_refused(finished, tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(finished, bare)
+    (bare / "checkpoint.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint.pt"):
+        check_run(bare)
+    mlp = tmp_path / "mlp"
+    run(TrainConfig(**{**TINY, "model": "mlp", "width": None, "method": "float", "epochs": 1}), mlp)
+    assert cli(["bn-reestimate", str(mlp)]) == 2
+    assert "has no BatchNorm layer" in capsys.readouterr().err
+    assert cli(["bn-reestimate", str(tmp_path / "nowhere")]) == 2
+
+
+def test_summary_statistics():
+    rows = [dict(cell="a", seed=s, stored=e, reestimated=e - 1.0) for s, e in enumerate([30.0, 34.0, 35.0])]
+    rows.append(dict(cell="b", seed=0, stored=20.0, reestimated=21.0))
+    a, b = summarize(rows)
+    sd = statistics.stdev([30.0, 34.0, 35.0])
+    assert a["seeds"] == [0, 1, 2] and math.isclose(a["stored_sd"], sd) and math.isclose(a["stored_se"], sd / 3 ** 0.5)
+    assert math.isclose(a["change"], -1.0) and math.isclose(a["reestimated_mean"], 32.0)
+    assert b["seeds"] == [0] and math.isnan(b["stored_se"]) and b["change"] == 1.0
