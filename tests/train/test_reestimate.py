@@ -63,13 +63,22 @@ def test_stale_statistics_are_repaired():
     assert err() <= good + 0.02
 
 
-def test_bad_input_is_refused_and_momentum_restored():
+def test_bad_input_is_refused_and_the_old_statistics_kept():
     with pytest.raises(ValueError, match="has no BatchNorm layer"):
         reestimate_bn(nn.Sequential(nn.Linear(2, 2)), [torch.randn(2, 2)])
     net = small_net()
-    with pytest.raises(ValueError, match="no batches"):
-        reestimate_bn(net, [])
-    assert net[1].momentum == 0.3
+    net(torch.randn(6, 1, 5, 5))
+    before = {k: v.clone() for k, v in net[1].state_dict().items()}
+
+    def failing():
+        yield torch.randn(6, 1, 5, 5) + 5
+        raise OSError("disk gone")
+
+    for inputs, err in (([], "no batches"), (failing(), "disk gone")):
+        with pytest.raises((ValueError, OSError), match=err):
+            reestimate_bn(net, inputs)
+        assert net[1].momentum == 0.3 and net.training
+        assert all(torch.equal(v, net[1].state_dict()[k]) for k, v in before.items())
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +88,15 @@ def finished(tmp_path_factory):
     return path
 
 
-def test_a_run_is_read_not_written(finished):
+def test_a_run_is_read_not_written(finished, monkeypatch):
     before = {p.name: p.read_bytes() for p in finished.iterdir()}
-    r = check_run(finished)
+    torch.set_num_threads(2)
+    rng = torch.get_rng_state()
+    monkeypatch.chdir(finished)
+    r = check_run(".")  # a relative folder still names its cell
     assert {p.name: p.read_bytes() for p in finished.iterdir()} == before
+    assert torch.get_num_threads() == 2 and torch.equal(torch.get_rng_state(), rng)
+    assert r["batch"] == 64
     final = json.loads((finished / "summary.json").read_text())["test_error"]
     assert r["matches_record"] and r["stored"] == r["recorded"] == final  # same weights, same bits here
     assert r["cell"] == "digits.bc" and r["seed"] == 0 and r["epoch"] == 2 and r["bn_layers"] == 3
@@ -108,6 +122,21 @@ def test_runs_without_weights_or_bn_are_refused(finished, tmp_path, capsys):
     (bare / "checkpoint.pt").unlink()
     with pytest.raises(FileNotFoundError, match="holds no checkpoint.pt"):
         check_run(bare)
+    wrong = tmp_path / "wrong"
+    shutil.copytree(finished, wrong)
+    cfg = json.loads((wrong / "config.json").read_text())
+    (wrong / "config.json").write_text(json.dumps({**cfg, "width": 16}))
+    assert cli(["bn-reestimate", str(wrong)]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(finished, unfinished)
+    (unfinished / "summary.json").unlink()
+    assert cli(["bn-reestimate", str(unfinished)]) == 2
+    assert "skipped, not finished" in capsys.readouterr().err
+    assert cli(["bn-reestimate", str(unfinished), str(finished)]) == 0  # the finished one is still reported
+    (tmp_path / "x.json").write_text("{}")
+    assert cli(["bn-reestimate", str(finished), "--out", str(tmp_path / "x.md")]) == 2
+    assert "did not write" in capsys.readouterr().err and (tmp_path / "x.json").read_text() == "{}"
     mlp = tmp_path / "mlp"
     run(TrainConfig(**{**TINY, "model": "mlp", "width": None, "method": "float", "epochs": 1}), mlp)
     assert cli(["bn-reestimate", str(mlp)]) == 2

@@ -23,7 +23,7 @@ def register(sub) -> None:
                        "pass over the training split (training augmentation, the run's batch size), then summarise "
                        "per cell (the run folder's parent). A diagnostic: weights are untouched and the runs are only "
                        "read. Exit 0; 2: bad input.")
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders (checkpoint.pt)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders (checkpoint.pt, summary.json); unfinished ones are skipped with a note")
     p.add_argument("--data-dir", help="dataset folder, if not where the runs read it (their config.json's data_dir)")
     p.add_argument("--out", type=Path, help="write the report here as Markdown, and the numbers beside it as .json")
     p.set_defaults(func=bn_main)
@@ -38,18 +38,38 @@ def main(args: argparse.Namespace) -> int:
 
 
 def bn_main(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
     from .._io import atomic_write_bytes, atomic_write_json
     from ..experiments.render import bn_reestimate_markdown
-    from ..train.reestimate import check_run, summarize
+    from ..train.reestimate import RunUnfinished, check_run, summarize
 
-    if args.out is not None and args.out.suffix != ".md":
-        raise ValueError(f"--out {args.out} must end in .md (the numbers go beside it as .json)")
-    rows = []
+    if args.out is not None:
+        if args.out.suffix != ".md":
+            raise ValueError(f"--out {args.out} must end in .md (the numbers go beside it as .json)")
+        numbers = args.out.with_suffix(".json")
+        if numbers.exists():
+            try:
+                ours = set(json.loads(numbers.read_text())) == {"runs", "cells"}
+            except (ValueError, OSError, TypeError):
+                ours = False
+            if not ours:
+                raise ValueError(f"--out {args.out} would replace {numbers}, which bn-reestimate did not write; "
+                                 "pick another name")
+    rows, skipped = [], []
     for run in args.run_dirs:
-        r = check_run(run, data_dir=args.data_dir)
+        try:
+            r = check_run(run, data_dir=args.data_dir)
+        except RunUnfinished:
+            print(f"{run}: skipped, not finished (no summary.json)", file=sys.stderr, flush=True)
+            skipped.append(run)
+            continue
         print(f"{r['cell']} seed {r['seed']}: test error {r['stored']:.2f}% with the stored BN statistics, "
               f"{r['reestimated']:.2f}% re-estimated", flush=True)
         rows.append(r)
+    if not rows:
+        raise ValueError(f"none of the {len(skipped)} run(s) has finished; bn-reestimate needs finished runs")
     cells = summarize(rows)
     text = bn_reestimate_markdown(rows, cells)
     print(text, end="")

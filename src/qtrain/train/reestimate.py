@@ -23,12 +23,13 @@ nothing into the run.
 
 >>> import torch
 >>> from torch import nn
+>>> _ = torch.manual_seed(0)
 >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
 >>> xs = [torch.randn(8, 2) for _ in range(3)]
 >>> reestimate_bn(net, xs)
 1
 >>> h = [net[0](x) for x in xs]
->>> torch.allclose(net[1].running_mean, torch.stack([b.mean(0) for b in h]).mean(0).detach())
+>>> torch.allclose(net[1].running_mean, torch.stack([b.mean(0) for b in h]).mean(0).detach(), atol=1e-6)
 True
 """
 from __future__ import annotations
@@ -41,20 +42,30 @@ from typing import Dict, Iterable, List, Optional, Union
 import torch
 from torch import nn
 
-__all__ = ["reestimate_bn", "check_run", "summarize"]
+__all__ = ["reestimate_bn", "check_run", "summarize", "RunUnfinished"]
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+class RunUnfinished(ValueError):
+    """The run has no final weights yet (no ``summary.json``): its checkpoint is mid-training."""
+
+
+def _bn_layers(model: nn.Module) -> list:
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics: nothing to "
+                         "re-estimate (its test error does not depend on batch statistics)")
+    return layers
 
 
 def reestimate_bn(model: nn.Module, inputs: Iterable) -> int:
     """Replace every BatchNorm layer's running statistics by their plain average over ``inputs``
     (tensors, or ``(x, y)`` pairs whose ``x`` is fed); returns the number of BN layers. The
-    layers' momentum and the model's train/eval mode are restored afterwards."""
-    layers = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics: nothing to "
-                         "re-estimate (its test error does not depend on batch statistics)")
+    layers' momentum and the model's train/eval mode are restored afterwards, and on failure (no
+    batches, an input that raises) the old statistics too."""
+    layers = _bn_layers(model)
     momenta, was_training = [m.momentum for m in layers], model.training
+    saved = [{k: v.clone() for k, v in m.state_dict().items() if k.startswith(("running_", "num_batches"))}
+             for m in layers]
     seen = 0
     try:
         for m in layers:
@@ -65,28 +76,34 @@ def reestimate_bn(model: nn.Module, inputs: Iterable) -> int:
             for batch in inputs:
                 model(batch[0] if isinstance(batch, (tuple, list)) else batch)
                 seen += 1
+        if not seen:
+            raise ValueError("no batches to re-estimate the BatchNorm statistics from (an empty training split?)")
+    except BaseException:
+        for m, old in zip(layers, saved):
+            m.load_state_dict({**m.state_dict(), **old})
+        raise
     finally:
         for m, mom in zip(layers, momenta):
             m.momentum = mom
         model.train(was_training)
-    if not seen:
-        raise ValueError("no batches to re-estimate the BatchNorm statistics from (an empty training split?)")
     return len(layers)
 
 
 def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict[str, object]:
-    """Test error of ``run_dir``'s checkpointed weights with the stored BN statistics and with
+    """Test error of finished run ``run_dir``'s final weights with the stored BN statistics and with
     statistics re-estimated over the run's training split (one pass, the training augmentation
-    drawn for epoch index ``epochs``, which the run never trained on; batches of ``micro_batch``
-    or ``batch_size``, the size its BN layers saw). ``cell`` is the run folder's parent's name
-    (``OUT/runs/<cell>/seed<k>`` in ``qtrain table1``'s layout). ``stored`` equals the run's last recorded test
-    error when this machine computes the same bits (``matches_record``). Reads only."""
+    drawn for epoch index ``epochs``, which the run never trained on; batches of the size its BN
+    layers saw: ``micro_batch`` or the per-process share of ``batch_size``). ``cell`` is the run
+    folder's parent's name (``OUT/runs/<cell>/seed<k>`` in ``qtrain table1``'s layout). ``stored``
+    equals the run's last recorded test error when this machine computes the same bits
+    (``matches_record``). Reads only; torch's thread count and global RNG are left as they were.
+    An unfinished run (no ``summary.json``) raises :class:`RunUnfinished`."""
+    from .._io import read_metrics
     from ..data import batches
     from .checkpoint import CHECKPOINT, load_checkpoint
     from .config import load_run_config
     from .distributed import Dist
-    from .exporting import build_model
-    from .._io import read_metrics
+    from .exporting import _read_summary, build_model
     from .lm import is_lm
     from .loop import evaluate
 
@@ -94,29 +111,40 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     cfg = load_run_config(run_dir, flag="qtrain bn-reestimate RUN")
     if is_lm(cfg):
         raise ValueError(f"{run_dir} is a language-model run ({cfg.data}); bn-reestimate takes image classifiers")
+    if not (run_dir / "summary.json").is_file():
+        raise RunUnfinished(f"{run_dir} has not finished (no summary.json): its weights are mid-training; finish it "
+                            f"first: qtrain train --resume {run_dir}")
+    summary = _read_summary(run_dir / "summary.json", run_dir)
     if data_dir is not None:
         cfg.data_dir = data_dir
     if not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT}: bn-reestimate needs the run's final weights "
-                                f"(finish or resume it: qtrain train --resume {run_dir})")
+        raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT}: bn-reestimate needs the run's final weights, "
+                                "which only the checkpoint keeps (a copied run holds metrics only)")
     ck = load_checkpoint(run_dir / CHECKPOINT)
-    model, ds = build_model(cfg)
-    model.load_state_dict(ck["model"])
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)  # the run's own count: the same bits as its evaluation
-    try:
-        stored = evaluate(model, ds, cfg, Dist(), cpu)[1]
-        size = cfg.micro_batch or cfg.batch_size
-        layers = reestimate_bn(model, batches(ds, "train", size, shuffle=True, augment=True, seed=cfg.seed,
-                                              epoch=cfg.epochs, device=cpu))
-        reestimated = evaluate(model, ds, cfg, Dist(), cpu)[1]
-    finally:
-        torch.set_num_threads(threads)
+    with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG
+        model, ds = build_model(cfg)
+        try:
+            model.load_state_dict(ck["model"])
+        except (RuntimeError, KeyError) as e:
+            raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.json'} "
+                             f"({' '.join(str(e).split())[:100]}); restore the run's own config.json") from None
+        _bn_layers(model)  # before spending an evaluation on a model without BN
+        per_process = cfg.batch_size // max(1, int(summary.get("world_size", 1) or 1))
+        size = min(cfg.micro_batch or per_process, per_process)
+        torch.set_num_threads(cfg.threads or threads)  # the run's own count: the same bits as its evaluation
+        try:
+            stored = evaluate(model, ds, cfg, Dist(), cpu)[1]
+            layers = reestimate_bn(model, batches(ds, "train", size, shuffle=True, augment=True, seed=cfg.seed,
+                                                  epoch=cfg.epochs, device=cpu))
+            reestimated = evaluate(model, ds, cfg, Dist(), cpu)[1]
+        finally:
+            torch.set_num_threads(threads)
     history = read_metrics(run_dir)
     last = history[-1] if history else {}
     recorded = last.get("test_error") if last.get("epoch") == int(ck["epoch"]) else None
-    return {"run": str(run_dir), "cell": run_dir.parent.name, "seed": cfg.seed, "method": cfg.method,
-            "epoch": int(ck["epoch"]), "recorded": recorded, "stored": stored,
+    return {"run": str(run_dir), "cell": run_dir.resolve().parent.name, "seed": cfg.seed, "method": cfg.method,
+            "epoch": int(ck["epoch"]), "batch": size, "recorded": recorded, "stored": stored,
             "reestimated": reestimated, "bn_layers": layers,
             "matches_record": recorded is not None and json.dumps(recorded) == json.dumps(stored)}
 
