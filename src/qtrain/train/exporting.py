@@ -41,6 +41,18 @@ def build_model(cfg: TrainConfig):
     return input_layout(build(cfg.model, ds.num_classes, in_channels=channels, image_size=size, **kwargs), cfg), ds
 
 
+def trained_model(cfg: TrainConfig, ck: dict, run_dir: Path):
+    """``(model, dataset)`` of run ``run_dir`` with its checkpointed weights ``ck["model"]``; a
+    checkpoint that does not fit the model ``cfg`` builds is a one-line ``ValueError``."""
+    model, ds = build_model(cfg)
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.json'} "
+                         f"({' '.join(str(e).split())[:100]}); restore the run's own config.json") from None
+    return model, ds
+
+
 def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool = False,
                data_dir: Optional[str] = None) -> dict:
     """Write run ``run_dir``'s weights to ``out``; returns (and stores in summary.json) the sizes.
@@ -59,12 +71,7 @@ def export_run(run_dir: Union[str, Path], out: Union[str, Path], evaluate: bool 
     ck = load_checkpoint(run_dir / CHECKPOINT)
     summary_path = run_dir / "summary.json"
     summary = _read_summary(summary_path, run_dir) if summary_path.is_file() else None  # before writing anything
-    model, ds = build_model(cfg)
-    try:
-        model.load_state_dict(ck["model"])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.json'} "
-                         f"({' '.join(str(e).split())[:100]}); restore the run's own config.json") from None
+    model, ds = trained_model(cfg, ck, run_dir)
     q = ck["optimizer"].get("qtrain", {})
     grids = {} if q.get("method", cfg.method) == "float" else {
         n: Grid.from_dict(g) for n, g in zip(q.get("names", []), q.get("grids", []))}

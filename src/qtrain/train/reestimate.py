@@ -103,7 +103,7 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     from .checkpoint import CHECKPOINT, load_checkpoint
     from .config import load_run_config
     from .distributed import Dist
-    from .exporting import _read_summary, build_model
+    from .exporting import _read_summary, trained_model
     from .lm import is_lm
     from .loop import evaluate
 
@@ -123,12 +123,7 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     ck = load_checkpoint(run_dir / CHECKPOINT)
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG
-        model, ds = build_model(cfg)
-        try:
-            model.load_state_dict(ck["model"])
-        except (RuntimeError, KeyError) as e:
-            raise ValueError(f"{run_dir / CHECKPOINT} does not fit the model of {run_dir / 'config.json'} "
-                             f"({' '.join(str(e).split())[:100]}); restore the run's own config.json") from None
+        model, ds = trained_model(cfg, ck, run_dir)
         _bn_layers(model)  # before spending an evaluation on a model without BN
         per_process = cfg.batch_size // max(1, int(summary.get("world_size", 1) or 1))
         size = min(cfg.micro_batch or per_process, per_process)
