@@ -37,8 +37,8 @@ study-bc|study-poster)
   # One column per lane. First seed rounds of the five 15-epoch rows (each round finishes a seed of every
   # row); in the poster's column then BC-ADAM seeds 5-9 (its sd of ~1.9 points asks 8-10 seeds for 80-90%
   # power at 2 points: docs/results/cpu/RUN.md); then Big SR-ADAM at equal steps (8x the epochs of a row),
-  # seed by seed. The lanes train run by run (as `runs`
-  # does), not through `qtrain table1`, which holds OUT/cpu for one process; collect_study.sh builds the report.
+  # seed by seed. The lanes train run by run (as `runs` does), not through `qtrain table1`, which holds
+  # OUT/cpu for one process; collect_study.sh builds the report.
   C=$B; [ "$lane" = study-poster ] && C=$P; jobs=
   for k in 0 1 2 3 4; do for row in adam bc-adam sr-adam big-sr-adam r-adam; do jobs="$jobs $C.$row:$k"; done; done
   if [ "$lane" = study-poster ]; then for k in 5 6 7 8 9; do jobs="$jobs $P.bc-adam:$k"; done; fi
