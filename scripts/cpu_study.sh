@@ -15,15 +15,31 @@ set -u
 lane=${1:?lane: study | study-bc | study-poster | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
-train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an interrupted one resumes
+train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an interrupted one resumes. A run
+  # another lane is training (its lock OUT/locks/CELL.seedK is held) is skipped; the lock dies with its holder.
   local scale=$1 root=$2 job cell seed run; shift 2
+  mkdir -p "$root/locks"
   for job in "$@"; do
     cell=${job%%:*}; seed=${job##*:}; run="$root/runs/$cell/seed$seed"
     [ -f "$run/summary.json" ] && continue
+    if command -v flock > /dev/null; then
+      exec 9> "$root/locks/$cell.seed$seed"
+      if ! flock -n 9; then echo "skipping $cell seed $seed: another lane is training it"; exec 9>&-; continue; fi
+      [ -f "$run/summary.json" ] && { exec 9>&-; continue; }  # finished while we waited for the lock
+    fi
     if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
     else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
       --out "$run" --no-progress; fi
+    exec 9>&-
   done
+}
+column_jobs() {  # COLUMN: the seed rounds of the five 15-epoch rows (each round finishes a seed of every row);
+  # in the poster's column then BC-ADAM seeds 5-9 (its sd of ~1.9 points asks 8-10 seeds for 80-90% power at
+  # 2 points: docs/results/cpu/RUN.md); then Big SR-ADAM at equal steps (8x the epochs of a row), seed by seed.
+  local c=$1 k row
+  for k in 0 1 2 3 4; do for row in adam bc-adam sr-adam big-sr-adam r-adam; do echo "$c.$row:$k"; done; done
+  if [ "$c" = $P ]; then for k in 5 6 7 8 9; do echo "$P.bc-adam:$k"; done; fi
+  for k in 0 1 2 3 4; do echo "$c.big-sr-adam-steps:$k"; done
 }
 case "$lane" in
 study)
@@ -34,16 +50,12 @@ study)
   for k in 1 2 3 4 5; do $q table1 --scale cpu --seeds $k --workers 1 --cells $main $B.big-sr-adam-steps $P.big-sr-adam-steps \
     --data-dir "$data" --out "$out/cpu" --no-progress; done ;;
 study-bc|study-poster)
-  # One column per lane. First seed rounds of the five 15-epoch rows (each round finishes a seed of every
-  # row); in the poster's column then BC-ADAM seeds 5-9 (its sd of ~1.9 points asks 8-10 seeds for 80-90%
-  # power at 2 points: docs/results/cpu/RUN.md); then Big SR-ADAM at equal steps (8x the epochs of a row),
-  # seed by seed. The lanes train run by run (as `runs` does), not through `qtrain table1`, which holds
-  # OUT/cpu for one process; collect_study.sh builds the report.
-  C=$B; [ "$lane" = study-poster ] && C=$P; jobs=
-  for k in 0 1 2 3 4; do for row in adam bc-adam sr-adam big-sr-adam r-adam; do jobs="$jobs $C.$row:$k"; done; done
-  if [ "$lane" = study-poster ]; then for k in 5 6 7 8 9; do jobs="$jobs $P.bc-adam:$k"; done; fi
-  for k in 0 1 2 3 4; do jobs="$jobs $C.big-sr-adam-steps:$k"; done
-  train_runs cpu "$out/cpu" $jobs ;;
+  # One column per lane, then the other column's queue from its end, so the lane that finishes first takes
+  # the other's last runs (they meet in the middle; a run being trained by the other lane is skipped). The
+  # lanes train run by run (as `runs` does), not through `qtrain table1`, which holds OUT/cpu for one
+  # process; collect_study.sh builds the report.
+  mine=$B other=$P; [ "$lane" = study-poster ] && { mine=$P; other=$B; }
+  train_runs cpu "$out/cpu" $(column_jobs $mine) $(column_jobs $other | tac) ;;
 width-a|width-b)
   # The width trend in two lanes (separate folders, gathered by scripts/collect_study.sh): cheap widths first;
   # width 16 comes from the mini study (docs/results/mini/, identical settings). Then the poster protocol's

@@ -1,7 +1,9 @@
 """scripts/cpu_study.sh: which runs each lane trains, in what order, and that finished runs are skipped.
 
 The script is driven with a fake ``PYTHON`` that records its arguments instead of training."""
+import fcntl
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,16 +37,32 @@ def trained(calls):
     return out
 
 
-@pytest.mark.parametrize("lane, column", [("study-bc", B), ("study-poster", P)])
-def test_column_lanes_train_seed_rounds_of_their_own_column(tmp_path, lane, column):
+def column_queue(column):
+    want = [(f"{column}.{row}", k) for k in range(5) for row in ROWS[:5]]  # the 15-epoch rows first
+    if column == P:
+        want += [(f"{P}.bc-adam", k) for k in range(5, 10)]
+    return want + [(f"{column}.big-sr-adam-steps", k) for k in range(5)]
+
+
+@pytest.mark.parametrize("lane, column, other", [("study-bc", B, P), ("study-poster", P, B)])
+def test_column_lanes_train_their_column_then_the_others_from_its_end(tmp_path, lane, column, other):
     calls = run_lane(tmp_path, lane, "DATA", str(tmp_path / "out"))
     assert not any("table1" in c for c in calls)  # table1 holds OUT/cpu: two lanes could not share it
-    want = [(f"{column}.{row}", k) for k in range(5) for row in ROWS[:5]]  # the 15-epoch rows first
-    if lane == "study-poster":
-        want += [(f"{P}.bc-adam", k) for k in range(5, 10)]
-    want += [(f"{column}.big-sr-adam-steps", k) for k in range(5)]
-    assert trained(calls) == want
+    assert trained(calls) == column_queue(column) + column_queue(other)[::-1]
     assert all(f"{tmp_path}/out/cpu/runs/" in c for c in calls)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
+def test_a_run_another_lane_holds_is_skipped(tmp_path):
+    locks = tmp_path / "out" / "locks"
+    locks.mkdir(parents=True)
+    with open(locks / f"{B}.adam.seed1", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a lane training that run would
+        calls = run_lane(tmp_path, "runs", "DATA", str(tmp_path / "out"), "cpu",
+                         f"{B}.adam:0", f"{B}.adam:1", f"{B}.adam:2")
+    assert trained(calls) == [(f"{B}.adam", 0), (f"{B}.adam", 2)]
+    calls = run_lane(tmp_path, "runs", "DATA", str(tmp_path / "out"), "cpu", f"{B}.adam:1")
+    assert trained(calls)[-1] == (f"{B}.adam", 1)  # released with its holder: trained now
 
 
 def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
@@ -63,3 +81,22 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
 def test_unknown_lane_is_refused(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT), "nope", "DATA", "OUT"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "not nope" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
+def test_two_column_lanes_share_the_work_and_train_each_run_once(tmp_path):
+    """Both lanes at once, with a fake trainer that takes a moment (longer in the poster's column) and leaves summary.json behind."""
+    fake = tmp_path / "fakepython"
+    fake.write_text('#!/bin/bash\necho "$@" >> "$LOG"\nargs=("$@")\nfor i in "${!args[@]}"; do\n'
+                    '  case "${args[$i]}" in --out|--resume) run="${args[$((i+1))]}";; esac\ndone\n'
+                    'case "$run" in *poster*) sleep 0.2;; *) sleep 0.02;; esac\n'  # the poster's column: the long one
+                    'mkdir -p "$run"; echo "{}" > "$run/summary.json"\n')
+    fake.chmod(0o755)
+    lanes = [subprocess.Popen(["bash", str(SCRIPT), lane, "DATA", str(tmp_path / "out")], cwd=tmp_path,
+                              env=dict(os.environ, PYTHON=str(fake), LOG=str(tmp_path / f"{lane}.log")))
+             for lane in ("study-bc", "study-poster")]
+    assert [p.wait(timeout=120) for p in lanes] == [0, 0]
+    runs = [trained((tmp_path / f"{lane}.log").read_text().splitlines()) for lane in ("study-bc", "study-poster")]
+    everything = runs[0] + runs[1]
+    assert sorted(everything) == sorted(column_queue(B) + column_queue(P))  # each run exactly once
+    assert len(runs[0]) > len(column_queue(B))  # the lane with the shorter column helped the other
