@@ -34,11 +34,13 @@ train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an in
   done
 }
 column_jobs() {  # COLUMN: the seed rounds of the five 15-epoch rows (each round finishes a seed of every row);
-  # in the poster's column then BC-ADAM seeds 5-9 (its sd of ~1.9 points asks 8-10 seeds for 80-90% power at
-  # 2 points: docs/results/cpu/RUN.md); then Big SR-ADAM at equal steps (8x the epochs of a row), seed by seed.
+  # then the extra seeds the power plan asked at the 5-seed point (docs/results/cpu/RUN.md): the poster's BC-ADAM
+  # seeds 5-9 (sd 1.87), BinaryConnect's Big SR-ADAM (equal epochs) seeds 5-6 (sd 1.52); then Big SR-ADAM at
+  # equal steps (8x the epochs of a row), seed by seed.
   local c=$1 k row
   for k in 0 1 2 3 4; do for row in adam bc-adam sr-adam big-sr-adam r-adam; do echo "$c.$row:$k"; done; done
   if [ "$c" = $P ]; then for k in 5 6 7 8 9; do echo "$P.bc-adam:$k"; done; fi
+  if [ "$c" = $B ]; then for k in 5 6; do echo "$B.big-sr-adam:$k"; done; fi
   for k in 0 1 2 3 4; do echo "$c.big-sr-adam-steps:$k"; done
 }
 case "$lane" in

@@ -40,7 +40,9 @@ def trained(calls):
 def column_queue(column):
     want = [(f"{column}.{row}", k) for k in range(5) for row in ROWS[:5]]  # the 15-epoch rows first
     if column == P:
-        want += [(f"{P}.bc-adam", k) for k in range(5, 10)]
+        want += [(f"{P}.bc-adam", k) for k in range(5, 10)]  # the extra seeds of the 5-seed power plan
+    else:
+        want += [(f"{B}.big-sr-adam", k) for k in (5, 6)]
     return want + [(f"{column}.big-sr-adam-steps", k) for k in range(5)]
 
 
