@@ -17,21 +17,20 @@ q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
 train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an interrupted one resumes. A run
   # another lane is training (its lock OUT/locks/CELL.seedK is held) is skipped; the lock dies with its holder.
-  local scale=$1 root=$2 job cell seed run; shift 2
-  mkdir -p "$root/locks"
+  local scale=$1 root=$2 job cell seed run lock=; shift 2
+  command -v flock > /dev/null && { lock=1; mkdir -p "$root/locks"; }
   for job in "$@"; do
     cell=${job%%:*}; seed=${job##*:}; run="$root/runs/$cell/seed$seed"
-    [ -f "$run/summary.json" ] && continue
-    if command -v flock > /dev/null; then
+    if [ -n "$lock" ]; then  # reopening fd 9 releases the previous run's lock
       exec 9> "$root/locks/$cell.seed$seed"
-      if ! flock -n 9; then echo "skipping $cell seed $seed: another lane is training it"; exec 9>&-; continue; fi
-      [ -f "$run/summary.json" ] && { exec 9>&-; continue; }  # finished while we waited for the lock
+      flock -n 9 || { echo "skipping $cell seed $seed: another lane is training it"; continue; }
     fi
+    [ -f "$run/summary.json" ] && continue  # checked under the lock: a lane may have just finished it
     if [ -f "$run/checkpoint.pt" ]; then $q train --resume "$run" --no-progress
     else $q train --config "src/qtrain/experiments/presets/$scale/$cell.yaml" --seed "$seed" --data-dir "$data" \
       --out "$run" --no-progress; fi
-    exec 9>&-
   done
+  exec 9>&-
 }
 column_jobs() {  # COLUMN: the seed rounds of the five 15-epoch rows (each round finishes a seed of every row);
   # then the extra seeds the power plan asked at the 5-seed point (docs/results/cpu/RUN.md): the poster's BC-ADAM
