@@ -65,3 +65,44 @@ def test_seeds_needed_is_the_first_n_with_enough_power():
     assert pw.seeds_needed([100.0, 100.0], [-1.0, 1.0], 0.01, max_seeds=50) is None
     with pytest.raises(ValueError, match="difference"):
         pw.seeds_needed([1.0], [1.0], 0.0)
+
+
+def _brute_cheapest(sds, weights, delta, costs, ns_now, cap):
+    """Every allocation up to ``cap`` seeds per group: the cheapest with 80% power (first among ties)."""
+    import itertools
+    found = None
+    for ns in itertools.product(*[range(n, cap + 1) for n in ns_now]):
+        se, df = pw.contrast_se_df(sds, list(ns), weights)
+        if pw.power(delta, se, df) >= 0.8:
+            cost = sum((n - m) * c for n, m, c in zip(ns, ns_now, costs))
+            if found is None or cost < found[0] - 1e-9:
+                found = (cost, list(ns))
+    return found
+
+
+@pytest.mark.parametrize("sds, weights, costs, ns_now", [
+    ([1.78, 1.29], [-1.0, 1.0], [5600.0, 870.0], [5, 5]),
+    ([2.0, 1.0], [-1.0, 1.0], [1.0, 9.0], [2, 2]),
+    ([0.5, 2.5], [-1.0, 1.0], [3.0, 1.0], [4, 2]),
+    ([2.37, 0.25, 1.29], [1.0, -0.5, -0.5], [810.0, 877.0, 875.0], [5, 5, 5]),
+    ([1.5, 1.5, 1.5], [1.0, -0.7, -0.3], [1.0, 2.0, 3.0], [2, 2, 2]),
+])
+def test_cheapest_seeds_is_the_minimum_cost_of_an_exhaustive_search(sds, weights, costs, ns_now):
+    got = pw.cheapest_seeds(sds, weights, 2.0, costs, ns_now)
+    cost, _ = _brute_cheapest(sds, weights, 2.0, costs, ns_now, cap=22)
+    se, df = pw.contrast_se_df(sds, got, weights)
+    assert pw.power(2.0, se, df) >= 0.8 and all(n >= m for n, m in zip(got, ns_now))
+    assert sum((n - m) * c for n, m, c in zip(got, ns_now, costs)) == pytest.approx(cost)
+
+
+def test_cheapest_seeds_costs_no_more_than_a_common_seed_count_and_checks_its_input():
+    sds, w, costs = [1.9, 0.3], [-1.0, 1.0], [1.0, 1.0]
+    n = pw.seeds_needed(sds, w, 2.0)
+    got = pw.cheapest_seeds(sds, w, 2.0, costs)
+    assert sum(got) - 4 <= 2 * n - 4 and got[1] < got[0]  # the quiet group needs fewer seeds
+    assert pw.cheapest_seeds(sds, w, 2.0, costs, ns_now=[40, 40]) == [40, 40]  # already enough: add nothing
+    assert pw.cheapest_seeds([100.0, 100.0], w, 0.01, costs, max_seeds=50) is None
+    with pytest.raises(ValueError, match="costs"):
+        pw.cheapest_seeds(sds, w, 2.0, [1.0, 0.0])
+    with pytest.raises(ValueError, match="one entry per group"):
+        pw.cheapest_seeds(sds, w, 2.0, [1.0])

@@ -138,14 +138,21 @@ def test_plan_seeds_cli_reads_the_pilot(tmp_path, capsys):
 
     from qtrain.cli import main as cli
 
-    cells = [{"column": "c", "row": r, "paper_column": "c10-vgg9", "test_errors": e, "weight_change_means": w}
+    cells = [{"column": "c", "row": r, "paper_column": "c10-vgg9", "test_errors": e, "weight_change_means": w,
+              "seeds": [0, 1, 2], "seconds": 3 * 360.0 if r == "big-sr-adam" else 3 * 36.0}  # Big SR-ADAM costs 10x
              for r, e, w in (("adam", [40.0, 40.5, 39.5], None), ("bc-adam", [48.0, 52.0, 50.0], [40.0, 41.0, 39.0]),
                              ("big-sr-adam", [60.0, 59.0, 61.0], [30.0, 31.0, 29.0]),
                              ("sr-adam", [58.0, 57.0, 58.5], [48.0, 49.0, 48.5]), ("r-adam", [65.4, 65.5, 65.4], [0, 0, 0]))]
     (tmp_path / "table1.json").write_text(json.dumps({"cells": cells}))
     assert cli(["table1", "--scale", "mini", "--out", str(tmp_path), "--plan-seeds", "--difference", "2"]) == 0
     out = capsys.readouterr().out
-    assert "| c | R-ADAM − SR-ADAM (SR beats R) | 0.76, 0.06 | 3 |" in out and "difference of 2 points" in out
+    assert "| c | R-ADAM − SR-ADAM (SR beats R) | 0.76, 0.06 | 3/3 | 0.87 | 3 | SR-ADAM 3, R-ADAM 3 (0.0 h) |" in out
+    assert "difference of 2 points" in out
+    # the cheapest plan grows the noisy group, and the cheap one: BC-ADAM 13 + Big SR-ADAM 4 beats 9 + 9
+    assert "| 3/3 | 0.33 | 9 | BC-ADAM 13, Big SR-ADAM 4 (0.2 h) |" in out
+    (tmp_path / "table1.json").write_text(json.dumps({"cells": [dict(c, seconds=None) for c in cells]}))
+    assert cli(["table1", "--scale", "mini", "--out", str(tmp_path), "--plan-seeds"]) == 0
+    assert "| 4 | – (no run times in the report) |" in capsys.readouterr().out
     assert cli(["table1", "--scale", "mini", "--out", str(tmp_path / "none"), "--plan-seeds"]) == 2
 
 

@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="only collect finished runs into the report")
     p.add_argument("--plan-seeds", action="store_true",
                    help="read the pilot runs' OUT/table1.json and print the seeds per method each test needs for 80%% "
-                   "power at --difference; trains nothing")
+                   "power at --difference, and the cheapest seeds to add, priced at each method's mean run time; trains nothing")
     p.add_argument("--difference", type=float, default=2.0, metavar="D",
                    help="with --plan-seeds: the difference to detect, in points (default 2)")
     p.add_argument("--seeds", type=int, help=SEEDS_HELP)

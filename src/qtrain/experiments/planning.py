@@ -5,8 +5,10 @@ finished ``table1`` or ``reproduce`` run; ``--report-only`` writes one from fini
 prints, per column and test, the seeds now, the power now to detect ``D`` points (default 2),
 and the seeds per method that give 80% power (:func:`qtrain.experiments.power.seeds_needed`,
 the pilot's per-method spreads taken as the truth, one-sided Welch tests at level 0.05 as in
-the verdicts). Pilot spreads from 3 seeds are themselves uncertain: treat the answer as an
-order of magnitude, and re-plan after the first batch of seeds.
+the verdicts), and the cheapest way there from the seeds already run: seeds per method priced
+at each method's mean run time (:func:`qtrain.experiments.power.cheapest_seeds`). Pilot spreads
+from 3 seeds are themselves uncertain: treat the answer as an order of magnitude, and re-plan
+after the first batch of seeds.
 """
 from __future__ import annotations
 
@@ -38,6 +40,12 @@ def planned_tests(cs: Dict[str, dict]) -> List[dict]:
     return out
 
 
+def _run_seconds(cell: dict) -> float:
+    """Mean seconds of one run of a cell (0 when the report has no times): the cost of a seed."""
+    n = len(cell.get("seeds") or ())
+    return (cell.get("seconds") or 0.0) / n if n else 0.0
+
+
 def plan_seeds(cells: List[dict], difference: float = 2.0, target: float = power.POWER) -> List[dict]:
     """Per column and test, from pilot runs (``table1.json``'s ``cells``): the seeds now, the power
     now to detect ``difference`` points, and the seeds per method that reach ``target`` power."""
@@ -54,9 +62,16 @@ def plan_seeds(cells: List[dict], difference: float = 2.0, target: float = power
                 continue
             sds = [stats.sem(g) * len(g) ** 0.5 for g in groups]
             se, df = power.contrast_se_df(sds, [len(g) for g in groups], t["weights"])
-            out.append(dict(row, sds=sds, seeds_now=min(len(g) for g in groups),
-                            power_now=power.power(difference, se, df),
-                            seeds_needed=power.seeds_needed(sds, t["weights"], difference, target=target)))
+            ns = [len(g) for g in groups]
+            costs = [_run_seconds(cs[r]) for r in t["rows"]]
+            cheapest = None
+            if all(costs):
+                cheapest = power.cheapest_seeds(sds, t["weights"], difference, costs, ns_now=ns, target=target)
+            out.append(dict(row, sds=sds, seeds_now=min(ns), ns_now=ns, power_now=power.power(difference, se, df),
+                            seeds_needed=power.seeds_needed(sds, t["weights"], difference, target=target),
+                            rows=list(t["rows"]), priced=all(costs), cheapest=cheapest,
+                            cheapest_hours=None if cheapest is None else
+                            sum((n - m) * c for n, m, c in zip(cheapest, ns, costs)) / 3600))
     return out
 
 
@@ -78,15 +93,21 @@ def read_pilot(out: Path) -> List[dict]:
 
 def plan_table(plan: List[dict], target: float = power.POWER) -> str:
     """Markdown table of :func:`plan_seeds`."""
-    lines = [f"| column | test | spreads (sd per method) | seeds now | power now | seeds for {target:.0%} power |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| column | test | spreads (sd per method) | seeds now | power now | seeds for {target:.0%} power "
+             "| cheapest from now: seeds per method (added run-hours) |", "|---|---|---|---|---|---|---|"]
     for p in plan:
         if "reason" in p:
-            lines.append(f"| {p['column']} | {p['test']} | – | – | – | {p['reason']} |")
+            lines.append(f"| {p['column']} | {p['test']} | – | – | – | {p['reason']} | – |")
             continue
         need = p["seeds_needed"] if p["seeds_needed"] is not None else "more than 1000"
-        lines.append(f"| {p['column']} | {p['test']} | {', '.join(f'{s:.2f}' for s in p['sds'])} | {p['seeds_now']} | "
-                     f"{p['power_now']:.2f} | {need} |")
+        if p.get("cheapest") is None:
+            cheap = "more than 200" if p.get("priced") else "– (no run times in the report)"
+        else:
+            cheap = ", ".join(f"{LABELS[r]} {n}" for r, n in zip(p["rows"], p["cheapest"])) + f" ({p['cheapest_hours']:.1f} h)"
+        lines.append(f"| {p['column']} | {p['test']} | {', '.join(f'{s:.2f}' for s in p['sds'])} | "
+                     f"{'/'.join(str(n) for n in p['ns_now'])} | {p['power_now']:.2f} | {need} | {cheap} |")
     d = plan[0]["difference"] if plan else 0
     return (f"Seeds per method for {target:.0%} power to detect a difference of {d:g} points (one-sided Welch "
-            f"t-tests at level {stats.ALPHA}, the pilot's spreads taken as the truth):\n\n" + "\n".join(lines) + "\n")
+            f"t-tests at level {stats.ALPHA}, the pilot's spreads taken as the truth). The last column keeps "
+            "the seeds already run and adds the cheapest ones, priced at each method's mean run time:\n\n"
+            + "\n".join(lines) + "\n")

@@ -26,7 +26,7 @@ a Monte-Carlo simulation of Welch's test.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .stats import ALPHA
 
@@ -99,6 +99,66 @@ def seeds_needed(sds: Sequence[float], weights: Sequence[float], delta: float, a
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid, hi)
     return hi
+
+
+def cheapest_seeds(sds: Sequence[float], weights: Sequence[float], delta: float, costs: Sequence[float],
+                   ns_now: Optional[Sequence[int]] = None, alpha: float = ALPHA, target: float = POWER,
+                   sided: int = 1, max_seeds: int = 200) -> Optional[List[int]]:
+    r"""Seeds per group, each at least ``ns_now`` (and 2), whose test detects ``delta`` with power
+    ``target`` at the least cost of the seeds added, :math:`\sum_i (n_i - n_i^{\rm now})\,c_i`;
+    ``None`` when no allocation within ``max_seeds`` per group is enough.
+
+    Unlike :func:`seeds_needed` (one common :math:`n`), the groups may differ: a noisy or cheap
+    group gets more seeds. Exhaustive over allocations, pruned by the best cost found, so the
+    answer is the exact minimum (the first found among equal costs).
+
+    >>> cheapest_seeds([1.0, 1.0], [-1.0, 1.0], 2.0, costs=[1.0, 1.0])   # equal costs: equal seeds
+    [4, 4]
+    >>> cheapest_seeds([2.0, 1.0], [-1.0, 1.0], 2.0, costs=[1.0, 9.0])  # the noisy, cheap group grows
+    [13, 4]
+    """
+    k = len(sds)
+    if not (len(weights) == len(costs) == k) or (ns_now is not None and len(ns_now) != k):
+        raise ValueError(f"sds, weights, costs and ns_now need one entry per group ({k}), "
+                         f"got {len(weights)} weights, {len(costs)} costs")
+    if any(not c > 0 for c in costs):
+        raise ValueError(f"costs={list(costs)!r} must be > 0 (e.g. seconds per run)")
+    if not delta > 0:
+        raise ValueError(f"difference={delta!r} must be > 0 (points), e.g. --difference 2")
+    start = [max(2, int(n)) for n in (ns_now or [2] * k)]
+    top = max(max_seeds, *start)
+    best: List = [math.inf, None]
+
+    def enough(ns: List[int]) -> bool:
+        se, df = contrast_se_df(sds, ns, weights)
+        return power(delta, se, df, alpha, sided) >= target
+
+    def search(prefix: List[int], cost: float) -> None:
+        i = len(prefix)
+        if i == k - 1:  # the last group: bisect for its fewest seeds within the best cost so far
+            room = (best[0] - cost) / costs[i]
+            hi = top if room == math.inf else min(top, start[i] + math.ceil(room) - 1)
+            if hi < start[i] or not enough(prefix + [hi]):
+                return
+            lo = start[i] - 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if enough(prefix + [mid]) else (mid, hi)
+            best[:] = [cost + (hi - start[i]) * costs[i], prefix + [hi]]
+            return
+        for n in range(start[i], top + 1):
+            c = cost + (n - start[i]) * costs[i]
+            if c >= best[0]:
+                return
+            if enough(prefix + [n] + [top] * (k - i - 1)):  # else no completion of this prefix suffices
+                search(prefix + [n], c)
+
+    if enough(start):
+        return start
+    if not enough([top] * k):
+        return None
+    search([], 0.0)
+    return best[1]
 
 
 def interval(est: float, se: float, df: float, level: float = 0.95) -> Tuple[float, float]:
