@@ -35,12 +35,18 @@ train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an in
 column_jobs() {  # COLUMN: the seed rounds of the five 15-epoch rows (each round finishes a seed of every row);
   # then the extra seeds the power plan asked at the 5-seed point (docs/results/cpu/RUN.md): the poster's BC-ADAM
   # seeds 5-9 (sd 1.87), BinaryConnect's Big SR-ADAM (equal epochs) seeds 5-6 (sd 1.52); then Big SR-ADAM at
-  # equal steps (8x the epochs of a row), seed by seed.
+  # equal steps (8x the epochs of a row), seed by seed; then what the plan asked at the equal-steps 5-seed point
+  # (the cheapest allocation for 80% power, `--plan-seeds`): the poster's SR-ADAM seeds 5-10 (~14 min each),
+  # then its equal-steps seeds 5-6 (~95 min each). BinaryConnect's column needed none (88% at 5 seeds).
   local c=$1 k row
   for k in 0 1 2 3 4; do for row in adam bc-adam sr-adam big-sr-adam r-adam; do echo "$c.$row:$k"; done; done
   if [ "$c" = $P ]; then for k in 5 6 7 8 9; do echo "$P.bc-adam:$k"; done; fi
   if [ "$c" = $B ]; then for k in 5 6; do echo "$B.big-sr-adam:$k"; done; fi
   for k in 0 1 2 3 4; do echo "$c.big-sr-adam-steps:$k"; done
+  if [ "$c" = $P ]; then
+    for k in 5 6 7 8 9 10; do echo "$P.sr-adam:$k"; done
+    for k in 5 6; do echo "$P.big-sr-adam-steps:$k"; done
+  fi
 }
 case "$lane" in
 study)

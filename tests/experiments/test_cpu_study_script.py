@@ -43,7 +43,10 @@ def column_queue(column):
         want += [(f"{P}.bc-adam", k) for k in range(5, 10)]  # the extra seeds of the 5-seed power plan
     else:
         want += [(f"{B}.big-sr-adam", k) for k in (5, 6)]
-    return want + [(f"{column}.big-sr-adam-steps", k) for k in range(5)]
+    want += [(f"{column}.big-sr-adam-steps", k) for k in range(5)]
+    if column == P:  # the cheapest allocation for 80% power at the equal-steps 5-seed point
+        want += [(f"{P}.sr-adam", k) for k in range(5, 11)] + [(f"{P}.big-sr-adam-steps", k) for k in (5, 6)]
+    return want
 
 
 @pytest.mark.parametrize("lane, column, other", [("study-bc", B, P), ("study-poster", P, B)])
