@@ -61,8 +61,8 @@ def plan_seeds(cells: List[dict], difference: float = 2.0, target: float = power
                 out.append(dict(row, reason="needs at least 2 pilot seeds of " + ", ".join(LABELS[r] for r in t["rows"])))
                 continue
             sds = [stats.sem(g) * len(g) ** 0.5 for g in groups]
-            se, df = power.contrast_se_df(sds, [len(g) for g in groups], t["weights"])
             ns = [len(g) for g in groups]
+            se, df = power.contrast_se_df(sds, ns, t["weights"])
             costs = [_run_seconds(cs[r]) for r in t["rows"]]
             cheapest = None
             if all(costs):
