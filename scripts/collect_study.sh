@@ -13,5 +13,7 @@ for part in cpu width; do
     mkdir -p "$to"; cp "$run/config.json" "$run/metrics.jsonl" "$run/summary.json" "$to/"
   done
 done
-$q table1 --scale cpu --seeds 5 --report-only --no-progress --out docs/results/cpu/table1 > /dev/null || true
+# 5 seeds per cell, and the power plan's counts where it asked more (scripts/cpu_study.sh plan)
+$q table1 --scale cpu --seeds 5 --cell-seeds $(bash scripts/cpu_study.sh plan) --report-only --no-progress \
+  --out docs/results/cpu/table1 > /dev/null || true
 $q width-trend --seeds 3 --report-only --no-progress --out docs/results/width > /dev/null || true

@@ -7,12 +7,14 @@
 #   nice -n 10 bash scripts/cpu_study.sh study-bc DATA_DIR OUT & nice -n 10 bash scripts/cpu_study.sh study-poster DATA_DIR OUT
 #                                                             # the same as two lanes, one column (protocol) each
 #   nice -n 10 bash scripts/cpu_study.sh width-a DATA_DIR OUT # the width trend, cheap widths first (and width-b)
+#   bash scripts/cpu_study.sh plan                            # the power plan's seed counts, as --cell-seeds CELL=N
 #
 # The plain one-command forms (no priority order) are
 #   qtrain table1 --scale cpu --seeds 5 --data-dir DATA_DIR --out OUT/cpu
 #   qtrain width-trend --seeds 3 --data-dir DATA_DIR --out OUT/width
 set -u
-lane=${1:?lane: study | study-bc | study-poster | width-a | width-b | runs}; data=${2:?DATA_DIR}; out=${3:?OUT}
+lane=${1:?lane: study | study-bc | study-poster | width-a | width-b | runs | plan}
+[ "$lane" = plan ] || { data=${2:?DATA_DIR}; out=${3:?OUT}; }
 q="${PYTHON:-python} -m qtrain"
 P=c10-smallcnn-poster; B=c10-smallcnn-bc
 train_runs() {  # SCALE OUT CELL:SEED ...: train each run unless finished; an interrupted one resumes. A run
@@ -49,6 +51,11 @@ column_jobs() {  # COLUMN: the seed rounds of the five 15-epoch rows (each round
   fi
 }
 case "$lane" in
+plan)
+  # The cells whose queue (column_jobs) asks other than 5 seeds, as `qtrain table1 --cell-seeds` arguments, so
+  # that the report lists the planned extra seeds as missing until they finish.
+  { column_jobs $B; column_jobs $P; } | awk -F: '{ if ($2 + 1 > n[$1]) n[$1] = $2 + 1 }
+    END { for (c in n) if (n[c] != 5) print c "=" n[c] }' | LC_ALL=C sort ;;
 study)
   # Per seed round: ADAM, BC-ADAM, SR-ADAM, Big SR-ADAM (equal epochs), R-ADAM, each protocol in turn;
   # then Big SR-ADAM at equal steps (8x the epochs of a batch-128 run), seed by seed.
@@ -84,5 +91,5 @@ runs)
   # Given runs in the given order: bash scripts/cpu_study.sh runs DATA_DIR OUT SCALE CELL:SEED ... (the same run
   # folders OUT/runs/<cell>/seed<k> and settings as `qtrain table1 --scale SCALE`, so its report reads them back)
   scale=${4:?SCALE}; shift 4; train_runs "$scale" "$out" "$@" ;;
-*) echo "lane must be study, study-bc, study-poster, width-a, width-b or runs, not $lane" >&2; exit 2 ;;
+*) echo "lane must be study, study-bc, study-poster, width-a, width-b, runs or plan, not $lane" >&2; exit 2 ;;
 esac

@@ -93,6 +93,23 @@ def test_bad_survival_settings(tmp_path, capsys, flag, value):
     fails(capsys, ["train", *FLAGS, flag, value, "--out", str(tmp_path / "r")], f"{flag[2:].replace('-', '_')}=", flag)
 
 
+@pytest.mark.parametrize("cmd", ["table1", "reproduce"])
+@pytest.mark.parametrize("value,needles", [
+    ("digits-smallcnn.sr-adam", ["CELL=N", "--cell-seeds c10-smallcnn-poster.bc-adam=10"]),
+    ("digits-smallcnn.sr-adam=x", ["CELL=N", "whole number"]),
+    ("digits-smallcnn.sr-adam=0", ["--cell-seeds digits-smallcnn.sr-adam=0", "positive integer"]),
+    ("digits-smallcnn.nope=3", ["no cell 'digits-smallcnn.nope'", "--list"]),
+])
+def test_bad_cell_seeds(tmp_path, capsys, cmd, value, needles):
+    fails(capsys, [cmd, "--scale", "quick", "--out", str(tmp_path / "t"), "--cell-seeds", value], *needles)
+    assert not list(tmp_path.glob("t/**/runs/*")) and not (tmp_path / "t" / "theory").exists()  # refused first
+
+
+def test_a_cell_given_two_seed_counts(tmp_path, capsys):
+    fails(capsys, ["table1", "--scale", "quick", "--out", str(tmp_path / "t"), "--cell-seeds",
+                   "digits-smallcnn.adam=3", "digits-smallcnn.adam=4"], "digits-smallcnn.adam twice", "give it once")
+
+
 def test_batch_larger_than_the_training_set(tmp_path, capsys):
     fails(capsys, ["train", *FLAGS, "--batch-size", "256", "--out", str(tmp_path / "r")],
           "batch_size=256", "128 examples", "--batch-size 128")

@@ -83,6 +83,16 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert "--config src/qtrain/experiments/presets/cpu/c10-smallcnn-bc.sr-adam.yaml --seed 3" in calls[1]
 
 
+def test_plan_prints_the_cell_seeds_the_queues_ask():
+    """`plan` (used by scripts/collect_study.sh for the report's missing list) agrees with the lanes' queues."""
+    r = subprocess.run(["bash", str(SCRIPT), "plan"], capture_output=True, text=True, check=True)
+    want = {}
+    for cell, k in column_queue(B) + column_queue(P):
+        want[cell] = max(want.get(cell, 0), k + 1)
+    assert r.stdout.split() == sorted(f"{c}={n}" for c, n in want.items() if n != 5)
+    assert r.stdout.split() == [f"{B}.big-sr-adam=7", f"{P}.bc-adam=10", f"{P}.big-sr-adam-steps=7", f"{P}.sr-adam=11"]
+
+
 def test_unknown_lane_is_refused(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT), "nope", "DATA", "OUT"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "not nope" in r.stderr

@@ -88,8 +88,25 @@ def test_seeds_and_workers(tmp_path):
     lines = []
     fewer = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=1, log=lines.append), report_only=True)
     assert [c["seeds"] for c in fewer["cells"]] == [[0, 1]] and fewer["missing"] == []
-    assert "digits-smallcnn.sr-adam seed 1: finished beyond --seeds 1; reported too" in lines
+    assert "digits-smallcnn.sr-adam seed 1: finished beyond the 1 seed(s) asked; reported too" in lines
     assert fewer["cells"][0]["test_errors"] == saved[0]["cells"][0]["test_errors"]
+    # a per-cell count (a power plan's extra seeds) lists the cell's unfinished seeds as missing
+    lines = []
+    more = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=1, log=lines.append), report_only=True,
+                      seeds_per_cell={"digits-smallcnn.sr-adam": 4})
+    assert more["missing"] == [{"cell": "digits-smallcnn.sr-adam", "seed": 2}, {"cell": "digits-smallcnn.sr-adam", "seed": 3}]
+    assert more["seeds_per_cell"] == {"digits-smallcnn.sr-adam": 4} and more["cells"][0]["seeds"] == [0, 1]
+    assert "1 seed(s), digits-smallcnn.sr-adam 4;" in lines[-1]
+    md = (tmp_path / "w1" / "table1.md").read_text()
+    assert "Seeds asked: 1 per cell, except digits-smallcnn.sr-adam 4." in md
+    assert "digits-smallcnn.sr-adam seed(s) 2, 3." in md
+    same = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=2), report_only=True,
+                      seeds_per_cell={"digits-smallcnn.sr-adam": 2, "digits-smallcnn.adam": 3})
+    assert same["missing"] == [] and same["seeds_per_cell"] == {}  # equal to --seeds, or a cell not selected
+    with pytest.raises(ValueError, match=r"--cell-seeds digits-smallcnn.nope=3: no cell .* --list"):
+        run_table1("quick", tmp_path / "bad", **kw, seeds_per_cell={"digits-smallcnn.nope": 3})
+    with pytest.raises(ValueError, match=r"--cell-seeds digits-smallcnn.sr-adam=0 must be a positive integer"):
+        run_table1("quick", tmp_path / "bad", **kw, seeds_per_cell={"digits-smallcnn.sr-adam": 0})
     # --set seed=10 shifts the whole seed list (and the run folders)
     lines = []
     run_table1("quick", tmp_path / "s10", **dict(kw, log=lines.append), report_only=True, seed=10)

@@ -91,12 +91,15 @@ def test_data_digest_is_cached_and_follows_the_bytes(tmp_path):
 
 def test_a_run_resumed_on_another_machine_keeps_the_earlier_one(tmp_path):
     from qtrain.data import load_dataset
-    from qtrain.train.provenance import config_record, same_bits_expected
+    from qtrain.train.provenance import config_record, machine_differences, same_bits_expected
 
     other = {"cpu": "Other CPU", "capability": "AVX2", "torch": "2.13.0+cpu", "threads": 1, "platform": "x86_64",
              "gpu": None}
     (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "machine": other, "data_sha256": "x"}))
     rec = config_record({"seed": 0}, tmp_path / "config.json", None, load_dataset("digits"))
     assert rec["earlier_machines"] == [other] and rec["machine"]["capability"] == torch.backends.cpu.get_cpu_capability()
-    assert same_bits_expected(other, rec["machine"]) is (rec["machine"]["capability"] == "AVX2")
+    assert same_bits_expected(other, rec["machine"]) is False  # another CPU model never promises the same bits
+    assert machine_differences(other, rec["machine"])[0] == "cpu"
+    assert same_bits_expected(rec["machine"], dict(rec["machine"])) is True
+    assert machine_differences(dict(rec["machine"], threads=rec["machine"]["threads"] + 1), rec["machine"]) == ["threads"]
     assert same_bits_expected(None, other) is None

@@ -23,7 +23,7 @@ def test_an_untouched_run_verifies(finished, capsys):
     assert cli(["verify", str(finished), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "result: identical" in out and "not compared" in out
-    assert "machine: run " in out and ": the same (capability, torch, threads)" in out
+    assert "machine: run " in out and ": the same (CPU model, capability, torch, threads)" in out
     assert "data: run sha256 " in out and out.count("the same") == 2
 
 
@@ -38,6 +38,28 @@ def test_one_changed_number_fails(finished, tmp_path, capsys):
     assert cli(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
     assert "| 1 | test_loss | " in out and "result: 1 field(s) differ" in out
+
+
+def test_another_cpu_model_is_named(finished, tmp_path, capsys):
+    """A run recorded on another CPU model of the same capability: verify names the CPU model as the
+    difference (an AMD EPYC and an Intel Xeon, both AVX512, gave other bits) and says it can explain them."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["machine"]["cpu"] = "Another CPU"
+    (copy / "config.json").write_text(json.dumps(config))
+    assert cli(["verify", str(copy)]) == 0  # the bits here are still the run's own
+    out = capsys.readouterr().out
+    assert "(Another CPU); here " in out and ": DIFFERENT (cpu)" in out and "result: identical" in out
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    rows[0]["train_loss"] = math.nextafter(rows[0]["train_loss"], math.inf)
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "this machine's cpu differ(s) from the run's, which can change the bits (another CPU model can, even at " \
+        "the same capability)" in out
 
 
 def test_bad_input_exits_2(finished, tmp_path, capsys):

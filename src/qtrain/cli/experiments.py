@@ -9,6 +9,8 @@ from pathlib import Path
 
 SEEDS_HELP = ("Table 1 runs per cell, with seeds preset seed + 0, 1, ..., N-1, each in runs/<cell>/seed<s>/ "
               "(default: quick 5, mini 3, cpu 5, width 3, paper 1)")
+CELL_SEEDS_HELP = ("a cell's own seed count, for the cells a power plan gives more seeds (the others get --seeds), "
+                   "e.g. --cell-seeds c10-smallcnn-poster.bc-adam=10; missing runs are trained, or listed by --report-only")
 WORKERS_HELP = ("Table 1 runs trained in parallel processes (default: one per core at the CPU scales, "
                 "whose runs use 1 torch thread each; 1 at the paper scale); results do not depend on it")
 RETRAIN_HELP = "delete the Table 1 run folders (finished or interrupted) and train them again, instead of reusing them"
@@ -31,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--difference", type=float, default=2.0, metavar="D",
                    help="with --plan-seeds: the difference to detect, in points (default 2)")
     p.add_argument("--seeds", type=int, help=SEEDS_HELP)
+    p.add_argument("--cell-seeds", nargs="*", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
     p.add_argument("--train-subset", type=int, help="override: use the first N training images")
@@ -49,6 +52,7 @@ def register(sub) -> None:
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
     r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 uses its presets' seeds + k)")
     r.add_argument("--seeds", type=int, help=SEEDS_HELP)
+    r.add_argument("--cell-seeds", nargs="*", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
     r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
@@ -96,7 +100,7 @@ def table1(args: argparse.Namespace) -> int:
         report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
                             progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
                             device=args.device, seeds=args.seeds, workers=args.workers, retrain=args.retrain,
-                            command=_command(args), settings=settings)
+                            command=_command(args), settings=settings, seeds_per_cell=parse_cell_seeds(args.cell_seeds))
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -124,7 +128,7 @@ def reproduce(args: argparse.Namespace) -> int:
         run_reproduce(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, device=args.device,
                       epochs=args.epochs, progress=args.progress, seeds=args.seeds, workers=args.workers,
                       command=_command(args), retrain=args.retrain, report_only=args.report_only,
-                      settings=settings)
+                      settings=settings, seeds_per_cell=parse_cell_seeds(args.cell_seeds))
     print(f"report: {args.out / 'report.md'}")
     return 0
 
@@ -142,6 +146,21 @@ _COMMON_FLAGS = {"epochs": "--epochs", "device": "--device", "data_dir": "--data
 TABLE1_FLAGS = dict(_COMMON_FLAGS, train_subset="--train-subset", report_only="--report-only", only="--cells",
                     list="--list")
 REPRODUCE_FLAGS = dict(_COMMON_FLAGS)
+
+
+def parse_cell_seeds(items) -> dict:
+    """``["c10-smallcnn-poster.bc-adam=10"]`` -> ``{"c10-smallcnn-poster.bc-adam": 10}``; the cell names
+    and counts are checked where they are used (:func:`qtrain.experiments.table1.run_table1`)."""
+    out = {}
+    for item in items or []:
+        cell, sep, n = item.partition("=")
+        if not sep or not cell or not n.strip().isdigit():
+            raise ValueError(f"--cell-seeds {item!r} must look like CELL=N with N a whole number, "
+                             "e.g. --cell-seeds c10-smallcnn-poster.bc-adam=10")
+        if cell in out:
+            raise ValueError(f"--cell-seeds names {cell} twice ({out[cell]} and {n}); give it once")
+        out[cell] = int(n)
+    return out
 
 
 def parse_set(items, flags: dict = TABLE1_FLAGS) -> dict:

@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from .._io import atomic_write_bytes, atomic_write_json
 from . import render, stats, verdicts
-from .table1 import SEEDS, cell_config, cells, check_data, cores, run_table1
+from .table1 import SEEDS, cell_config, cells, check_cell_seeds, check_data, cores, run_table1
 from .verdicts import Claim, from_bool
 
 PARTS = ("convex", "toy", "markov", "table1")
@@ -33,13 +33,14 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
                   table1_cells: Optional[List[str]] = None, train_subset: Optional[int] = None,
                   seeds: Optional[int] = None, workers: Optional[int] = None, command: Optional[str] = None,
                   retrain: bool = False, report_only: bool = False, settings: Optional[dict] = None,
-                  **overrides) -> dict:
+                  seeds_per_cell: Optional[dict] = None, **overrides) -> dict:
     """Run all parts at ``scale`` into ``out`` and write the report; returns the report dict.
 
     ``command`` (the command line, if any) is recorded in the report; ``retrain`` trains Table 1's
     runs again instead of reusing finished ones; ``settings`` (a mapping, e.g. from ``--set``) and
     ``overrides`` are TrainConfig fields of every Table 1 cell. ``seed`` seeds the theory parts; Table 1 runs ``seeds`` seeds per cell (default per scale:
-    quick 5, mini 3, paper 1) in ``workers`` processes (default: one per core at the CPU scales).
+    quick 5, mini 3, paper 1; ``seeds_per_cell`` ``{cell: N}`` for cells given their own count) in
+    ``workers`` processes (default: one per core at the CPU scales).
     ``report_only`` computes nothing: it reads ``theory/*.json`` and the finished Table 1 runs
     under ``out`` and writes the report again (with the current rules).
     """
@@ -53,6 +54,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
         raise NotADirectoryError(f"--out {out} is a file; pass a directory for the report")
     out.mkdir(parents=True, exist_ok=True)
     quick = scale == "quick"
+    check_cell_seeds(scale, seeds_per_cell)
     names = table1_cells or list(cells(scale))  # data first: a missing --data-dir stops before the theory parts
     if not report_only:  # --report-only reads finished runs only: it needs no data
         check_data([cell_config(cells(scale)[n], data_dir=data_dir, **{**(settings or {}), **overrides})
@@ -68,7 +70,7 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
             results[part] = run_table1(scale, out / "table1", data_dir=data_dir, only=table1_cells, progress=progress,
                                        log=log, epochs=epochs, device=device, train_subset=train_subset, seeds=seeds,
                                        workers=workers, retrain=retrain, report_only=report_only, command=command,
-                                       settings=settings, **overrides)
+                                       settings=settings, seeds_per_cell=seeds_per_cell, **overrides)
         elif report_only:
             results[part] = _read_theory(out / "theory" / f"{part}.json")
         else:

@@ -88,8 +88,9 @@ def provenance_text(machines: List[dict]) -> str:
         digest = f"data sha256 {m['data_sha256'][:16]}…" if m.get("data_sha256") else "data digest not recorded"
         parts.append(f"{m['runs']} run(s): {where}; {digest}")
     return ("Where the runs ran: " + "; ".join(parts) + ". Same seed and settings give the same numbers bit for bit on the same CPU "
-            "capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
-            "instead of AVX512) gives other bits. `qtrain verify RUN_DIR` retrains a run's first epoch and compares.")
+            "model, capability, torch version and thread count with the same data bytes; another capability (e.g. AVX2 "
+            "instead of AVX512), or another CPU model of the same capability, can give other bits. `qtrain verify "
+            "RUN_DIR` retrains a run's first epoch and compares.")
 
 
 def steps_taken(summary: dict, history: list) -> Optional[int]:

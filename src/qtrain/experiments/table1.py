@@ -82,8 +82,12 @@ def _positive(name: str, value, example: str) -> int:
 def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
                report_only: bool = False, progress: bool = True, log=print, seeds: Optional[int] = None,
                workers: Optional[int] = None, retrain: bool = False, command: Optional[str] = None,
-               settings: Optional[dict] = None, **overrides) -> dict:
+               settings: Optional[dict] = None, seeds_per_cell: Optional[Dict[str, int]] = None, **overrides) -> dict:
     """Train (or collect) ``seeds`` runs of each cell of ``scale`` into ``out`` and write the Table 1 report.
+
+    ``seeds_per_cell`` (``{cell: N}``) gives some cells their own seed count (a power plan that
+    asks more seeds of the noisier cells); the others get ``seeds``. The report lists as missing
+    every requested run that has not finished.
 
     ``overrides`` are TrainConfig fields applied to every cell (e.g. ``epochs=1`` for tests), as
     are ``settings`` (a mapping, so that fields named like this function's parameters -- ``scale``,
@@ -98,6 +102,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     if unknown:
         raise ValueError(f"unknown cell(s) {', '.join(unknown)} for scale {scale!r}; see `qtrain table1 --scale {scale} --list`")
     n_seeds = SEEDS[scale] if seeds is None else _positive("seeds", seeds, "--seeds 5")
+    per_cell = check_cell_seeds(scale, seeds_per_cell)
     if retrain and report_only:
         raise ValueError("--retrain trains the runs again and --report-only trains nothing; drop one of them")
     t0 = time.perf_counter()
@@ -109,19 +114,20 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
         if (out / "runs" / name / "summary.json").exists():
             log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
                 f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")
-        extra = [s - base.seed for s in _finished_seeds(out / "runs" / name, base.seed + n_seeds)]
-        for k in [*range(n_seeds), *extra]:  # finished seeds beyond --seeds (a noisy cell given more): reported too
+        n_cell = per_cell.get(name, n_seeds)
+        extra = [s - base.seed for s in _finished_seeds(out / "runs" / name, base.seed + n_cell)]
+        for k in [*range(n_cell), *extra]:  # finished seeds beyond the count asked (a noisy cell given more): reported too
             cfg = dataclasses.replace(base, seed=base.seed + k)
             run_dir = out / "runs" / name / f"seed{cfg.seed}"
             plan[(name, k)] = (cfg, run_dir)
-            if retrain and k < n_seeds and run_dir.exists():
+            if retrain and k < n_cell and run_dir.exists():
                 shutil.rmtree(run_dir)
             if (run_dir / "summary.json").exists():
                 summary = read_summary(run_dir)
                 _check_same_settings(f"{name}/seed{cfg.seed}", summary.get("config", {}), cfg)
                 done[(name, k)] = summary
-                if k >= n_seeds:
-                    log(f"{name} seed {cfg.seed}: finished beyond --seeds {n_seeds}; reported too")
+                if k >= n_cell:
+                    log(f"{name} seed {cfg.seed}: finished beyond the {n_cell} seed(s) asked; reported too")
             elif report_only:
                 log(f"{name} seed {cfg.seed}: no finished run in {run_dir} (skipped)")
             else:
@@ -131,7 +137,9 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
     n_workers = (default_workers(None if None in threads else max(threads, default=1)) if workers is None
                  else _positive("workers", workers, "--workers 2"))
     reused = dict(done)
-    log(f"Table 1 ({scale}): {len(names)} cell(s) x {n_seeds} seed(s); {len(reused)} run(s) finished earlier, "
+    asked = {n: per_cell[n] for n in names if n in per_cell and per_cell[n] != n_seeds}
+    log(f"Table 1 ({scale}): {len(names)} cell(s) x {n_seeds} seed(s)"
+        + "".join(f", {n} {k}" for n, k in asked.items()) + f"; {len(reused)} run(s) finished earlier, "
         f"{len(jobs)} to train in {min(n_workers, max(len(jobs), 1))} worker process(es)")
     done.update(_train(jobs, n_workers, log, command))
     results = []
@@ -147,11 +155,23 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
                         "histories": [run_history(plan[key][1]) for key in keys]})
     report = summarise(scale, results)
     missing = [{"cell": key[0], "seed": cfg.seed} for key, (cfg, _) in plan.items() if key not in done]
-    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, workers=n_workers, missing=missing,
+    report.update(wall_seconds=time.perf_counter() - t0, seeds_requested=n_seeds, seeds_per_cell=asked,
+                  workers=n_workers, missing=missing,
                   runs_trained=len(jobs), runs_reused=len(reused),
                   reused_seconds=sum(s.get("seconds", 0.0) for s in reused.values()))
     write_report(report, out)
     return report
+
+
+def check_cell_seeds(scale: str, seeds_per_cell: Optional[Dict[str, int]]) -> Dict[str, int]:
+    """``seeds_per_cell`` checked: each key a cell of ``scale``, each count a positive integer."""
+    available = cells(scale)
+    for name, n in (seeds_per_cell or {}).items():
+        if name not in available:
+            raise ValueError(f"--cell-seeds {name}={n}: no cell {name!r} at scale {scale!r}; "
+                             f"see `qtrain table1 --scale {scale} --list`")
+        _positive(f"--cell-seeds {name}", n, f"--cell-seeds {name}=7")
+    return dict(seeds_per_cell or {})
 
 
 def _finished_seeds(cell_dir: Path, first: int) -> List[int]:
@@ -349,6 +369,9 @@ def markdown(report: dict) -> str:
               + (f" (their {report.get('reused_seconds', 0):.0f} s of training are not in this wall time)" if reuse else "")
               + f"; wall time {report.get('wall_seconds', 0):.0f} s with {report.get('workers', 1)} worker process(es).", "",
               *([provenance_text(report["run_machines"]), ""] if report.get("run_machines") else [])]
+    if report.get("seeds_per_cell"):
+        lines += [f"Seeds asked: {report['seeds_requested']} per cell, except "
+                  + ", ".join(f"{c} {n}" for c, n in report["seeds_per_cell"].items()) + ".", ""]
     if report.get("missing"):
         by: Dict[str, list] = {}
         for m in report["missing"]:

@@ -1,11 +1,13 @@
 """Where a run ran: the record that says when two runs can agree bit for bit.
 
-Same seed and settings give bit-identical weights and metrics on machines with the same CPU
-capability (the instruction set torch's kernels dispatch to, e.g. ``AVX512`` or ``AVX2``), the same
-torch version, the same thread count and the same data bytes. A run's ``config.json`` records all
-four beside its settings: ``machine`` (this module) and ``data_sha256``
-(:func:`qtrain.data.digest.data_sha256`). Other CPUs of the same capability have given the same
-bits so far; another capability changes the float summation kernels, hence the bits.
+Same seed and settings give bit-identical weights and metrics on the same CPU model, CPU capability
+(the instruction set torch's kernels dispatch to, e.g. ``AVX512`` or ``AVX2``), torch version,
+thread count and data bytes. A run's ``config.json`` records all of them beside its settings:
+``machine`` (this module) and ``data_sha256`` (:func:`qtrain.data.digest.data_sha256`). Another
+capability changes the float summation kernels, hence the bits; so can another CPU model of the
+same capability: an AMD EPYC and an Intel Xeon with AMX, both ``AVX512`` to torch 2.13.0, one
+thread, same data, gave different losses in a CIFAR-10 run's first epoch (the kernel libraries
+dispatch on finer CPU features than torch's capability string).
 
 >>> sorted(machine())
 ['capability', 'cpu', 'gpu', 'platform', 'threads', 'torch']
@@ -49,12 +51,20 @@ def machine(device: Optional[torch.device] = None) -> dict:
             "threads": torch.get_num_threads(), "platform": platform.machine(), "gpu": gpu}
 
 
+BITS_KEYS = ("cpu", "capability", "torch", "threads", "gpu")  # what must match for the same bits
+
+
+def machine_differences(a: dict, b: dict) -> list:
+    """The ``machine`` fields (of :data:`BITS_KEYS`) in which two records differ."""
+    return [k for k in BITS_KEYS if a.get(k) != b.get(k)]
+
+
 def same_bits_expected(a: Optional[dict], b: Optional[dict]) -> Optional[bool]:
-    """Whether two ``machine`` records promise the same bits (capability, torch, threads, GPU);
-    ``None`` when either is missing."""
+    """Whether two ``machine`` records promise the same bits (CPU model, capability, torch, threads,
+    GPU all equal); ``None`` when either is missing."""
     if not a or not b:
         return None
-    return all(a.get(k) == b.get(k) for k in ("capability", "torch", "threads", "gpu"))
+    return not machine_differences(a, b)
 
 
 def config_record(settings: dict, previous_path, device: Optional[torch.device], ds) -> dict:

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from .loop import load_run_config, run
 from .metrics import read_metrics
-from .provenance import same_bits_expected
+from .provenance import machine_differences, same_bits_expected
 
 WALL_CLOCK = ("seconds", "train_seconds", "images_per_s")  # differ on every run: not compared
 
@@ -99,7 +99,8 @@ def verify_run(run_dir, epochs: int = 1, data_dir: Optional[str] = None) -> dict
     m_run, m_here = recorded.get("machine"), here.get("machine")
     d_run, d_here = recorded.get("data_sha256"), here.get("data_sha256")
     result.update(identical=not result["differences"], epochs=epochs, run_dir=str(run_dir), wall_clock=list(WALL_CLOCK),
-                  machine={"run": m_run, "here": m_here, "same": same_bits_expected(m_run, m_here)},
+                  machine={"run": m_run, "here": m_here, "same": same_bits_expected(m_run, m_here),
+                           "differ": machine_differences(m_run, m_here) if m_run and m_here else []},
                   data={"run": d_run, "here": d_here, "same": None if not d_run or not d_here else d_run == d_here})
     return result
 
@@ -126,14 +127,16 @@ def report_text(result: dict) -> str:
         lines.append("")
     m, d = result["machine"], result["data"]
     same = {True: "the same", False: "DIFFERENT", None: "unknown (not recorded)"}
+    differ = m.get("differ") or []
     lines += [f"machine: run {_machine_text(m['run'])}; here {_machine_text(m['here'])}: {same[m['same']]} "
-              "(capability, torch, threads)",
+              + (f"({', '.join(differ)})" if differ else "(CPU model, capability, torch, threads)"),
               f"data: run sha256 {d['run'] or 'not recorded'}; here {d['here'] or 'none'}: {same[d['same']]}"]
     if result["new_fields"]:
         lines.append(f"fields the stored run lacks (newer qtrain; not compared): {', '.join(result['new_fields'])}")
     verdict = ("identical" if result["identical"] else f"{len(result['differences'])} field(s) differ") + \
         f": {result['compared']} field(s) compared bit for bit; wall-clock fields ({', '.join(result['wall_clock'])}) not compared"
     if not result["identical"] and m["same"] is False:
-        verdict += "; this machine's capability, torch or threads differ from the run's, which changes the bits"
+        verdict += (f"; this machine's {', '.join(differ)} differ(s) from the run's, which can change the bits"
+                    + (" (another CPU model can, even at the same capability)" if differ == ["cpu"] else ""))
     lines.append(f"result: {verdict}")
     return "\n".join(lines) + "\n"
