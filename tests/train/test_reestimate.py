@@ -152,3 +152,40 @@ def test_summary_statistics():
     assert a["seeds"] == [0, 1, 2] and math.isclose(a["stored_sd"], sd) and math.isclose(a["stored_se"], sd / 3 ** 0.5)
     assert math.isclose(a["change"], -1.0) and math.isclose(a["reestimated_mean"], 32.0)
     assert b["seeds"] == [0] and math.isnan(b["stored_se"]) and b["change"] == 1.0
+
+
+def test_keep_adds_to_an_earlier_report(finished, tmp_path, capsys):
+    """--keep: rows of runs measured before (checkpoints gone) stay; a run given again is measured again."""
+    import shutil
+
+    out = tmp_path / "bn.md"
+    assert cli(["bn-reestimate", str(finished), "--out", str(out)]) == 0
+    first = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert first[0]["cpu"]  # where it was measured
+    other = tmp_path / "runs" / "digits.sr" / "seed0"
+    shutil.copytree(finished, other)  # another cell's run (named by its folder), measured now
+    again = tmp_path / "runs" / "digits.bc" / "seed0"
+    shutil.copytree(finished, again)  # the same (cell, seed) as the first report's run
+    assert cli(["bn-reestimate", str(other), str(again), "--out", str(out), "--keep"]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [(r["cell"], r["seed"]) for r in rows] == [("digits.bc", 0), ("digits.sr", 0)]
+    assert rows[0]["run"] == str(again)  # measured again: replaced, not doubled
+    capsys.readouterr()
+    (other / "checkpoint.pt").unlink()
+    assert cli(["bn-reestimate", str(finished), "--out", str(out), "--keep"]) == 0  # the gone one is kept
+    rows = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [(r["cell"], r["seed"]) for r in rows] == [("digits.bc", 0), ("digits.sr", 0)] and rows[0]["run"] == str(finished)
+    assert "| digits.sr | 0 |" in out.read_text() and "measured on" in out.read_text()
+    assert cli(["bn-reestimate", str(finished), "--out", str(out)]) == 0  # without --keep: only what was given
+    assert len(json.loads(out.with_suffix(".json").read_text())["runs"]) == 1
+    capsys.readouterr()
+    assert cli(["bn-reestimate", str(finished), "--keep"]) == 2
+    assert "give --out F.md" in capsys.readouterr().err
+    assert cli(["bn-reestimate", str(finished), "--out", str(tmp_path / "new.md"), "--keep"]) == 2
+    assert "drop --keep" in capsys.readouterr().err
+    damaged = tmp_path / "d.md"
+    damaged.with_suffix(".json").write_text(json.dumps({"runs": [{"run": "x", "cell": "c", "seed": "0"}], "cells": []}))
+    assert cli(["bn-reestimate", str(finished), "--out", str(damaged), "--keep"]) == 2
+    err = capsys.readouterr().err
+    assert "earlier row 0 is damaged (field 'seed')" in err and "rerun without --keep" in err
+    assert not damaged.exists()  # nothing written

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished run folders (checkpoint.pt, summary.json); unfinished ones are skipped with a note")
     p.add_argument("--data-dir", help="dataset folder, if not where the runs read it (their config.json's data_dir)")
     p.add_argument("--out", type=Path, help="write the report here as Markdown, and the numbers beside it as .json")
+    p.add_argument("--keep", action="store_true", help="with --out: keep the rows of OUT's .json for runs not given "
+                   "now (measured before, e.g. on another machine whose checkpoints are gone); a run given again is "
+                   "measured again and replaces its row")
     p.set_defaults(func=bn_main)
 
 
@@ -43,8 +46,11 @@ def bn_main(args: argparse.Namespace) -> int:
 
     from .._io import atomic_write_bytes, atomic_write_json
     from ..experiments.render import bn_reestimate_markdown
-    from ..train.reestimate import RunUnfinished, check_run, summarize
+    from ..train.reestimate import RunUnfinished, check_run, merge_rows, summarize
 
+    kept = []
+    if args.keep and args.out is None:
+        raise ValueError("--keep keeps the rows of an earlier --out F.md's F.json; give --out F.md")
     if args.out is not None:
         if args.out.suffix != ".md":
             raise ValueError(f"--out {args.out} must end in .md (the numbers go beside it as .json)")
@@ -57,6 +63,10 @@ def bn_main(args: argparse.Namespace) -> int:
             if not ours:
                 raise ValueError(f"--out {args.out} would replace {numbers}, which bn-reestimate did not write; "
                                  "pick another name")
+            if args.keep:
+                kept = json.loads(numbers.read_text())["runs"]
+        elif args.keep:
+            raise ValueError(f"--keep: {numbers} does not exist, so there are no earlier rows to keep; drop --keep")
     rows, skipped = [], []
     for run in args.run_dirs:
         try:
@@ -70,6 +80,7 @@ def bn_main(args: argparse.Namespace) -> int:
         rows.append(r)
     if not rows:
         raise ValueError(f"none of the {len(skipped)} run(s) has finished; bn-reestimate needs finished runs")
+    rows = merge_rows(kept, rows)
     cells = summarize(rows)
     text = bn_reestimate_markdown(rows, cells)
     print(text, end="")

@@ -185,8 +185,10 @@ def bn_reestimate_markdown(rows: List[dict], cells: List[dict]) -> str:
     out += [f"| {c['cell']} | {', '.join(map(str, c['seeds']))} | {pm(c['stored_mean'], c['stored_se'])} | "
             f"{sd(c['stored_sd'])} | {pm(c['reestimated_mean'], c['reestimated_se'])} | {sd(c['reestimated_sd'])} | "
             f"{c['change']:+.2f} |" for c in cells]
-    out += ["", "| run | epoch | recorded | stored | re-estimated | stored = recorded |", "|---|---|---|---|---|---|"]
+    out += ["", "| run | epoch | recorded | stored | re-estimated | stored = recorded | measured on |",
+            "|---|---|---|---|---|---|---|"]
     out += [f"| {r['cell']} seed {r['seed']} | {r['epoch']} | "
             f"{'–' if r['recorded'] is None else format(r['recorded'], '.2f')} | {r['stored']:.2f} | "
-            f"{r['reestimated']:.2f} | {'yes' if r['matches_record'] else 'no'} |" for r in rows]
+            f"{r['reestimated']:.2f} | {'yes' if r['matches_record'] else 'no'} | {r.get('cpu') or 'not recorded'} |"
+            for r in rows]
     return "\n".join(out) + "\n"

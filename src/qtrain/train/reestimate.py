@@ -96,7 +96,7 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     layers saw: ``micro_batch`` or the per-process share of ``batch_size``). ``cell`` is the run
     folder's parent's name (``OUT/runs/<cell>/seed<k>`` in ``qtrain table1``'s layout). ``stored``
     equals the run's last recorded test error when this machine computes the same bits
-    (``matches_record``). Reads only; torch's thread count and global RNG are left as they were.
+    (``matches_record``); ``cpu`` names the CPU model it was measured on. Reads only; torch's thread count and global RNG are left as they were.
     An unfinished run (no ``summary.json``) raises :class:`RunUnfinished`."""
     from .._io import read_metrics
     from ..data import batches
@@ -106,6 +106,7 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     from .exporting import _read_summary, trained_model
     from .lm import is_lm
     from .loop import evaluate
+    from .provenance import cpu_model
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, flag="qtrain bn-reestimate RUN")
@@ -140,8 +141,27 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
     recorded = last.get("test_error") if last.get("epoch") == int(ck["epoch"]) else None
     return {"run": str(run_dir), "cell": run_dir.resolve().parent.name, "seed": cfg.seed, "method": cfg.method,
             "epoch": int(ck["epoch"]), "batch": size, "recorded": recorded, "stored": stored,
-            "reestimated": reestimated, "bn_layers": layers,
+            "reestimated": reestimated, "bn_layers": layers, "cpu": cpu_model(),
             "matches_record": recorded is not None and json.dumps(recorded) == json.dumps(stored)}
+
+
+def merge_rows(kept: List[dict], new: List[dict]) -> List[dict]:
+    """``kept`` (an earlier report's rows) with ``new`` ones: a run (cell, seed) measured again replaces
+    its old row, runs measured only before are kept (their checkpoints may be gone); rows grouped by
+    cell (cells in first-seen order), seeds ascending. Kept rows are checked: a damaged one raises."""
+    need = {"run": str, "cell": str, "seed": int, "epoch": int, "stored": (int, float), "reestimated": (int, float)}
+    for i, r in enumerate(kept if isinstance(kept, list) else [None]):
+        bad = [k for k, t in need.items() if not isinstance(r, dict) or not isinstance(r.get(k), t)
+               or isinstance(r.get(k), bool)]
+        if bad:
+            raise ValueError(f"earlier row {i} is damaged (field {bad[0]!r}); rerun without --keep to measure "
+                             "every run again")
+    fresh = {(r["cell"], r["seed"]): r for r in new}
+    rows = [fresh.pop((r["cell"], r["seed"]), r) for r in kept] + list(fresh.values())
+    order: Dict[str, int] = {}
+    for r in rows:
+        order.setdefault(r["cell"], len(order))
+    return sorted(rows, key=lambda r: (order[r["cell"]], r["seed"]))
 
 
 def _mean_se_sd(xs: List[float]):
