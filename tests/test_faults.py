@@ -99,6 +99,8 @@ def test_bad_survival_settings(tmp_path, capsys, flag, value):
     ("digits-smallcnn.sr-adam=x", ["CELL=N", "whole number"]),
     ("digits-smallcnn.sr-adam=0", ["--cell-seeds digits-smallcnn.sr-adam=0", "positive integer"]),
     ("digits-smallcnn.nope=3", ["no cell 'digits-smallcnn.nope'", "--list"]),
+    ("digits-smallcnn.sr-adam=\u00b2", ["CELL=N", "whole number"]),
+    ("digits-smallcnn.sr-adam=5000", ["=5000 is more than 1000 seeds", "--cell-seeds digits-smallcnn.sr-adam=7"]),
 ])
 def test_bad_cell_seeds(tmp_path, capsys, cmd, value, needles):
     fails(capsys, [cmd, "--scale", "quick", "--out", str(tmp_path / "t"), "--cell-seeds", value], *needles)
@@ -108,6 +110,9 @@ def test_bad_cell_seeds(tmp_path, capsys, cmd, value, needles):
 def test_a_cell_given_two_seed_counts(tmp_path, capsys):
     fails(capsys, ["table1", "--scale", "quick", "--out", str(tmp_path / "t"), "--cell-seeds",
                    "digits-smallcnn.adam=3", "digits-smallcnn.adam=4"], "digits-smallcnn.adam twice", "give it once")
+    # the flag given twice adds up (the first list is not dropped), and --plan-seeds checks it too
+    fails(capsys, ["table1", "--scale", "quick", "--out", str(tmp_path / "t"), "--cell-seeds", "digits-smallcnn.adam=3",
+                   "--seeds", "2", "--cell-seeds", "digits-smallcnn.adam=4", "--plan-seeds"], "digits-smallcnn.adam twice")
 
 
 def test_batch_larger_than_the_training_set(tmp_path, capsys):

@@ -59,6 +59,14 @@ def test_reproduce_quick_reduced(tmp_path):
                           report_only=True)
     assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in report["claims"]]
     assert again["table1"]["runs_trained"] == 0 and "--report-only" in (tmp_path / "report.md").read_text()
+    # a cell's own seed count reaches Table 1: its unfinished seeds are listed there
+    cell = report["table1_cells"][0]["cell"]
+    more = run_reproduce("quick", tmp_path, epochs=1, train_subset=256, progress=False, log=lines.append, seeds=2,
+                         report_only=True, seeds_per_cell={cell: 3})
+    assert more["table1"]["missing"] == [{"cell": cell, "seed": 2}]
+    assert f"{cell} seed(s) 2." in (tmp_path / "table1" / "table1.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert f"; {cell} 3 seeds." in md and "**Partial Table 1**: 1 requested run(s) not finished" in md
 
 
 def test_wall_time_says_when_runs_were_reused():

@@ -103,6 +103,12 @@ def test_seeds_and_workers(tmp_path):
     same = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=2), report_only=True,
                       seeds_per_cell={"digits-smallcnn.sr-adam": 2, "digits-smallcnn.adam": 3})
     assert same["missing"] == [] and same["seeds_per_cell"] == {}  # equal to --seeds, or a cell not selected
+    # a cell's own count trains its missing seeds, and --retrain retrains all of them (not only --seeds')
+    trained = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=1), seeds_per_cell={"digits-smallcnn.sr-adam": 3})
+    assert trained["runs_trained"] == 1 and trained["cells"][0]["seeds"] == [0, 1, 2] and trained["missing"] == []
+    again = run_table1("quick", tmp_path / "w1", **dict(kw, seeds=1), seeds_per_cell={"digits-smallcnn.sr-adam": 2},
+                       retrain=True)
+    assert again["runs_trained"] == 2 and again["cells"][0]["seeds"] == [0, 1, 2]  # seed 2: finished beyond, reported
     with pytest.raises(ValueError, match=r"--cell-seeds digits-smallcnn.nope=3: no cell .* --list"):
         run_table1("quick", tmp_path / "bad", **kw, seeds_per_cell={"digits-smallcnn.nope": 3})
     with pytest.raises(ValueError, match=r"--cell-seeds digits-smallcnn.sr-adam=0 must be a positive integer"):

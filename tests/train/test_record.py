@@ -103,3 +103,7 @@ def test_a_run_resumed_on_another_machine_keeps_the_earlier_one(tmp_path):
     assert same_bits_expected(rec["machine"], dict(rec["machine"])) is True
     assert machine_differences(dict(rec["machine"], threads=rec["machine"]["threads"] + 1), rec["machine"]) == ["threads"]
     assert same_bits_expected(None, other) is None
+    # the flags digest: compared where both records have it (older runs lack it), and it tells CPUs apart
+    assert machine_differences({**rec["machine"], "cpu_flags": "0" * 16}, rec["machine"]) == (
+        ["cpu_flags"] if rec["machine"]["cpu_flags"] else [])
+    assert machine_differences({k: v for k, v in rec["machine"].items() if k != "cpu_flags"}, rec["machine"]) == []

@@ -183,9 +183,42 @@ def test_keep_adds_to_an_earlier_report(finished, tmp_path, capsys):
     assert "give --out F.md" in capsys.readouterr().err
     assert cli(["bn-reestimate", str(finished), "--out", str(tmp_path / "new.md"), "--keep"]) == 2
     assert "drop --keep" in capsys.readouterr().err
-    damaged = tmp_path / "d.md"
-    damaged.with_suffix(".json").write_text(json.dumps({"runs": [{"run": "x", "cell": "c", "seed": "0"}], "cells": []}))
-    assert cli(["bn-reestimate", str(finished), "--out", str(damaged), "--keep"]) == 2
+    assert cli(["bn-reestimate", str(finished), str(again)]) == 2  # one (cell, seed) given twice: refused
     err = capsys.readouterr().err
-    assert "earlier row 0 is damaged (field 'seed')" in err and "rerun without --keep" in err
+    assert f"{finished} and {again} are both digits.bc seed 0" in err and "give each run once" in err
+
+
+ROW = {"run": "r", "cell": "c", "seed": 0, "epoch": 2, "recorded": 50.0, "stored": 50.0, "reestimated": 40.0,
+       "matches_record": True}
+
+
+@pytest.mark.parametrize("runs,needle", [
+    ({"a": 1}, "'runs' is dict, not a list"),
+    ("x", "'runs' is str, not a list"),
+    ([{**ROW, "seed": "0"}], "row 0 is damaged (field 'seed')"),
+    ([ROW, {k: v for k, v in ROW.items() if k != "recorded"}], "row 1 is damaged (field 'recorded')"),
+    ([{**ROW, "recorded": "50"}], "row 0 is damaged (field 'recorded')"),
+    ([{**ROW, "matches_record": 1}], "row 0 is damaged (field 'matches_record')"),
+    ([{**ROW, "stored": True}], "row 0 is damaged (field 'stored')"),
+    ([ROW, 7], "row 1 is damaged (field 'run')"),
+    ([ROW, dict(ROW)], "row 1 repeats c seed 0"),
+])
+def test_keep_refuses_damaged_earlier_rows_before_measuring(finished, tmp_path, capsys, runs, needle):
+    damaged = tmp_path / "d.md"
+    damaged.with_suffix(".json").write_text(json.dumps({"runs": runs, "cells": []}))
+    assert cli(["bn-reestimate", str(finished), "--out", str(damaged), "--keep"]) == 2
+    captured = capsys.readouterr()
+    assert needle in captured.err and "rerun without --keep" in captured.err and len(captured.err.splitlines()) == 1
+    assert "re-estimated" not in captured.out  # refused before any run was measured
     assert not damaged.exists()  # nothing written
+
+
+def test_merge_rows_replaces_keeps_and_orders():
+    from qtrain.train.reestimate import merge_rows
+
+    kept = [{**ROW, "cell": "b", "seed": 3}, {**ROW, "cell": "a", "seed": 2}, {**ROW, "cell": "b", "seed": 1}]
+    new = [{**ROW, "cell": "a", "seed": 0, "run": "new"}, {**ROW, "cell": "b", "seed": 3, "run": "again"},
+           {**ROW, "cell": "z", "seed": 0}]
+    rows = merge_rows(kept, new)
+    assert [(r["cell"], r["seed"], r["run"]) for r in rows] == [("b", 1, "r"), ("b", 3, "again"), ("a", 0, "new"),
+                                                                ("a", 2, "r"), ("z", 0, "r")]

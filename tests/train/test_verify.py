@@ -23,7 +23,7 @@ def test_an_untouched_run_verifies(finished, capsys):
     assert cli(["verify", str(finished), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "result: identical" in out and "not compared" in out
-    assert "machine: run " in out and ": the same (CPU model, capability, torch, threads)" in out
+    assert "machine: run " in out and ": the same (CPU model and flags, capability, torch, threads, GPU)" in out
     assert "data: run sha256 " in out and out.count("the same") == 2
 
 

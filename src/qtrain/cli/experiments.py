@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--difference", type=float, default=2.0, metavar="D",
                    help="with --plan-seeds: the difference to detect, in points (default 2)")
     p.add_argument("--seeds", type=int, help=SEEDS_HELP)
-    p.add_argument("--cell-seeds", nargs="*", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
+    p.add_argument("--cell-seeds", nargs="+", action="extend", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--epochs", type=int, help="override every cell's epochs (smoke tests)")
     p.add_argument("--train-subset", type=int, help="override: use the first N training images")
@@ -52,7 +52,7 @@ def register(sub) -> None:
     r.add_argument("--data-dir", help="dataset folder for the mini/paper scales")
     r.add_argument("--seed", type=int, default=0, help="seed of the theory parts (Table 1 uses its presets' seeds + k)")
     r.add_argument("--seeds", type=int, help=SEEDS_HELP)
-    r.add_argument("--cell-seeds", nargs="*", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
+    r.add_argument("--cell-seeds", nargs="+", action="extend", default=[], metavar="CELL=N", help=CELL_SEEDS_HELP)
     r.add_argument("--workers", type=int, help=WORKERS_HELP)
     r.add_argument("--device", help="auto | cpu | cuda")
     r.add_argument("--epochs", type=int, help="override Table 1 epochs (smoke tests)")
@@ -88,6 +88,7 @@ def table1(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ValueError("--out DIR is required")
+    per_cell = parse_cell_seeds(args.cell_seeds)
     if args.plan_seeds:
         from ..experiments.planning import plan_seeds, plan_table, read_pilot
 
@@ -100,7 +101,7 @@ def table1(args: argparse.Namespace) -> int:
         report = run_table1(args.scale, args.out, data_dir=args.data_dir, only=args.cells, report_only=args.report_only,
                             progress=args.progress, epochs=args.epochs, train_subset=args.train_subset,
                             device=args.device, seeds=args.seeds, workers=args.workers, retrain=args.retrain,
-                            command=_command(args), settings=settings, seeds_per_cell=parse_cell_seeds(args.cell_seeds))
+                            command=_command(args), settings=settings, seeds_per_cell=per_cell)
     print((args.out / "table1.md").read_text())
     return 0 if report["cells"] else 1
 
@@ -154,7 +155,8 @@ def parse_cell_seeds(items) -> dict:
     out = {}
     for item in items or []:
         cell, sep, n = item.partition("=")
-        if not sep or not cell or not n.strip().isdigit():
+        n = n.strip()
+        if not sep or not cell or not (n.isascii() and n.isdigit()):
             raise ValueError(f"--cell-seeds {item!r} must look like CELL=N with N a whole number, "
                              "e.g. --cell-seeds c10-smallcnn-poster.bc-adam=10")
         if cell in out:

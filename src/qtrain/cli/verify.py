@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser("verify", help="retrain a run's first epochs and compare its metrics bit for bit",
                        description="Retrain the first K epochs of RUN_DIR from its config.json in a temporary folder, "
                        "compare every field of those metrics.jsonl rows bit for bit (wall-clock fields excepted), and "
-                       "say whether this machine's CPU capability, torch version and data digest match the run's. "
+                       "say whether this machine's CPU (model, flags, capability), torch version, threads and data digest match the run's. "
                        "Exit 0: identical; 1: some field differs; 2: bad input.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (config.json, metrics.jsonl)")
     p.add_argument("--epochs", type=int, default=1, metavar="K", help="epochs to retrain and compare (default 1)")
@@ -46,7 +46,7 @@ def bn_main(args: argparse.Namespace) -> int:
 
     from .._io import atomic_write_bytes, atomic_write_json
     from ..experiments.render import bn_reestimate_markdown
-    from ..train.reestimate import RunUnfinished, check_run, merge_rows, summarize
+    from ..train.reestimate import RunUnfinished, check_rows, check_run, merge_rows, summarize
 
     kept = []
     if args.keep and args.out is None:
@@ -64,10 +64,10 @@ def bn_main(args: argparse.Namespace) -> int:
                 raise ValueError(f"--out {args.out} would replace {numbers}, which bn-reestimate did not write; "
                                  "pick another name")
             if args.keep:
-                kept = json.loads(numbers.read_text())["runs"]
+                kept = check_rows(json.loads(numbers.read_text())["runs"], str(numbers))
         elif args.keep:
             raise ValueError(f"--keep: {numbers} does not exist, so there are no earlier rows to keep; drop --keep")
-    rows, skipped = [], []
+    rows, skipped, given = [], [], {}
     for run in args.run_dirs:
         try:
             r = check_run(run, data_dir=args.data_dir)
@@ -75,6 +75,10 @@ def bn_main(args: argparse.Namespace) -> int:
             print(f"{run}: skipped, not finished (no summary.json)", file=sys.stderr, flush=True)
             skipped.append(run)
             continue
+        twin = given.setdefault((r["cell"], r["seed"]), run)
+        if twin is not run:
+            raise ValueError(f"{twin} and {run} are both {r['cell']} seed {r['seed']} (a cell is its run folder's "
+                             "parent); give each run once")
         print(f"{r['cell']} seed {r['seed']}: test error {r['stored']:.2f}% with the stored BN statistics, "
               f"{r['reestimated']:.2f}% re-estimated", flush=True)
         rows.append(r)

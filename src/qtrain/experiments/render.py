@@ -85,8 +85,13 @@ def markdown(report: dict) -> str:
     lines += [f"Settings: theory seed {report['seed']}; Table 1 with {report['seeds']} seed(s) per cell "
               f"({seeds_text(seeds[0]) if len(seeds) == 1 else 'seeds vary by cell'}; seed = preset seed + k), "
               f"verdicts by one-sided tests at level {report['alpha']}"
-              + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "") + ".", "",
+              + (f"; Table 1 overrides {report['overrides']}" if report.get("overrides") else "")
+              + "".join(f"; {c} {n} seeds" for c, n in report["table1"].get("seeds_per_cell", {}).items()) + ".", "",
               "## Table 1", "", "Top-1 test error (%), mean ± SE over seeds.", ""] + caveat
+    missing = report["table1"].get("missing") or []
+    if missing:
+        lines += [f"**Partial Table 1**: {len(missing)} requested run(s) not finished (`table1/table1.md` lists them; "
+                  "the same command without --report-only trains them).", ""]
     lines += table({"cells": report["table1_cells"]})
     by_protocol = agreement_lines({"cells": report["table1_cells"], "claims": report["claims"]})
     if by_protocol:

@@ -88,7 +88,8 @@ def run_reproduce(scale: str, out: Path, data_dir: Optional[str] = None, seed: i
               "table1_counts": verdicts.tally(t1["claims"]), "theory_counts": verdicts.tally(theory), **counts,
               "seconds": times, "wall_seconds": time.perf_counter() - t_start, "command": command,
               "started": started, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "table1": {k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},
+              "table1": {**{k: t1[k] for k in ("runs_trained", "runs_reused", "reused_seconds", "workers")},
+                         "seeds_per_cell": t1.get("seeds_per_cell", {}), "missing": t1.get("missing", [])},
               "table1_cells": [{k: c[k] for k in ("cell", "column", "row", "label", "paper_column", "paper_error", "seeds",
                                                  "test_errors", "test_error", "test_error_sem", "weight_change_mean",
                                                  "n_test", "model", "data", "width", "threads", "steps", "protocol")}

@@ -101,3 +101,9 @@ def steps_taken(summary: dict, history: list) -> Optional[int]:
     if not history or any(r.get("images_per_s") is None or r.get("train_seconds") is None for r in history):
         return None
     return sum(round(r["images_per_s"] * r["train_seconds"] / summary["batch_size"]) for r in history)
+
+
+def finished_seeds(cell_dir: Path, first: int) -> List[int]:
+    """Seeds ``>= first`` with a finished run (``seed<s>/summary.json``) in ``cell_dir``, ascending."""
+    found = [int(p.name[4:]) for p in cell_dir.glob("seed*") if p.name[4:].isdigit()] if cell_dir.is_dir() else []
+    return sorted(s for s in found if s >= first and (cell_dir / f"seed{s}" / "summary.json").is_file())

@@ -25,7 +25,6 @@ then ``--report-only``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,12 +36,13 @@ from ..train.checkpoint import CHECKPOINT
 from ..train.config import load_yaml, make, recorded
 from ..train.stopping import RunStopped
 from . import bigbatch, columns, stats, verdicts
-from .runs import provenance_text, read_summary, run_history, run_machines, steps_taken
+from .runs import finished_seeds, provenance_text, read_summary, run_history, run_machines, steps_taken
 from .poster import COLUMNS, DISPLAY, LABELS, ORDER, PAPER, ROWS  # noqa: F401  (re-exported)
-from .workers import run_jobs
+from .workers import cores, default_workers, run_jobs  # noqa: F401  (cores: re-exported)
 
 PRESETS = Path(__file__).with_name("presets")
 SCALES = ("quick", "mini", "cpu", "width", "paper")
+MAX_SEEDS = 1000  # a per-cell count above this is a typo, not a plan
 SEEDS = {"quick": 5, "mini": 3, "cpu": 5, "width": 3, "paper": 1}  # default --seeds per scale [choice]
 
 
@@ -61,16 +61,6 @@ def cell_config(preset: Path, **overrides) -> TrainConfig:
     values = load_yaml(preset)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return make(values)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_workers(threads: Optional[int]) -> int:
-    """One worker per ``threads`` cores: one per core at the CPU scales (1 thread per run), a single
-    worker where runs use torch's default thread count (all cores; the paper scale)."""
-    return max(1, cores() // threads) if threads else 1
 
 
 def _positive(name: str, value, example: str) -> int:
@@ -115,7 +105,7 @@ def run_table1(scale: str, out: Path, data_dir: Optional[str] = None, only: Opti
             log(f"note: {out / 'runs' / name} holds a run in the old one-seed layout; it is not used "
                 f"(move it to {out / 'runs' / name / f'seed{base.seed}'} to reuse it as seed {base.seed})")
         n_cell = per_cell.get(name, n_seeds)
-        extra = [s - base.seed for s in _finished_seeds(out / "runs" / name, base.seed + n_cell)]
+        extra = [s - base.seed for s in finished_seeds(out / "runs" / name, base.seed + n_cell)]
         for k in [*range(n_cell), *extra]:  # finished seeds beyond the count asked (a noisy cell given more): reported too
             cfg = dataclasses.replace(base, seed=base.seed + k)
             run_dir = out / "runs" / name / f"seed{cfg.seed}"
@@ -171,13 +161,10 @@ def check_cell_seeds(scale: str, seeds_per_cell: Optional[Dict[str, int]]) -> Di
             raise ValueError(f"--cell-seeds {name}={n}: no cell {name!r} at scale {scale!r}; "
                              f"see `qtrain table1 --scale {scale} --list`")
         _positive(f"--cell-seeds {name}", n, f"--cell-seeds {name}=7")
+        if n > MAX_SEEDS:
+            raise ValueError(f"--cell-seeds {name}={n} is more than {MAX_SEEDS} seeds; give a planned count, e.g. "
+                             f"--cell-seeds {name}=7")
     return dict(seeds_per_cell or {})
-
-
-def _finished_seeds(cell_dir: Path, first: int) -> List[int]:
-    """Seeds ``>= first`` with a finished run (``seed<s>/summary.json``) in ``cell_dir``, ascending."""
-    found = [int(p.name[4:]) for p in cell_dir.glob("seed*") if p.name[4:].isdigit()] if cell_dir.is_dir() else []
-    return sorted(s for s in found if s >= first and (cell_dir / f"seed{s}" / "summary.json").is_file())
 
 
 def check_data(configs: Sequence[TrainConfig]) -> None:
@@ -377,7 +364,7 @@ def markdown(report: dict) -> str:
         for m in report["missing"]:
             by.setdefault(m["cell"], []).append(str(m["seed"]))
         lines += [f"**Partial table**: {len(report['missing'])} requested run(s) not finished (the same command "
-                  "trains them; finished runs are reused): " + "; ".join(f"{c} seed(s) {', '.join(s)}" for c, s in by.items())
+                  "without --report-only trains them; finished runs are reused): " + "; ".join(f"{c} seed(s) {', '.join(s)}" for c, s in by.items())
                   + ".", ""]
     lines += [f"## Claims ({verdicts.headline(report['counts'], 'Table 1 claims')})", ""] + columns.agreement_lines(report)
     for c in report["claims"]:

@@ -222,3 +222,13 @@ def run_jobs(jobs: List[Tuple[object, Callable, tuple, str]], workers: int,
                          + ("; the other runs finished" if not queue else f"; {len(queue)} run(s) were not started")
                          + f"; its last checkpoint is kept; resume with: {resume_hint}")
     return results
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(threads: Optional[int]) -> int:
+    """One worker per ``threads`` cores: one per core at the CPU scales (1 thread per run), a single
+    worker where runs use torch's default thread count (all cores; the paper scale)."""
+    return max(1, cores() // threads) if threads else 1

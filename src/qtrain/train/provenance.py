@@ -7,10 +7,12 @@ thread count and data bytes. A run's ``config.json`` records all of them beside 
 capability changes the float summation kernels, hence the bits; so can another CPU model of the
 same capability: an AMD EPYC and an Intel Xeon with AMX, both ``AVX512`` to torch 2.13.0, one
 thread, same data, gave different losses in a CIFAR-10 run's first epoch (the kernel libraries
-dispatch on finer CPU features than torch's capability string).
+dispatch on finer CPU features than torch's capability string). A virtual machine may report a
+generic model name ("Intel(R) Xeon(R) Processor"), so ``cpu_flags`` also records a digest of the
+CPU's feature flags, which tells generations apart.
 
 >>> sorted(machine())
-['capability', 'cpu', 'gpu', 'platform', 'threads', 'torch']
+['capability', 'cpu', 'cpu_flags', 'gpu', 'platform', 'threads', 'torch']
 """
 from __future__ import annotations
 
@@ -34,6 +36,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_flags() -> Optional[str]:
+    """The first 16 hex digits of the SHA-256 of the CPU's feature flags (``/proc/cpuinfo``'s ``flags``
+    line, sorted), or ``None`` where there is no such line (not Linux, or not x86)."""
+    import hashlib
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("flags"):
+                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return None
+
+
 def cpu_capability() -> Optional[str]:
     """``torch.backends.cpu.get_cpu_capability()`` (e.g. ``"AVX512"``), or ``None`` where torch lacks it."""
     try:
@@ -47,21 +65,22 @@ def machine(device: Optional[torch.device] = None) -> dict:
     gpu = None
     if device is not None and device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
-    return {"cpu": cpu_model(), "capability": cpu_capability(), "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "capability": cpu_capability(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "platform": platform.machine(), "gpu": gpu}
 
 
-BITS_KEYS = ("cpu", "capability", "torch", "threads", "gpu")  # what must match for the same bits
+BITS_KEYS = ("cpu", "cpu_flags", "capability", "torch", "threads", "gpu")  # what must match for the same bits
 
 
 def machine_differences(a: dict, b: dict) -> list:
-    """The ``machine`` fields (of :data:`BITS_KEYS`) in which two records differ."""
-    return [k for k in BITS_KEYS if a.get(k) != b.get(k)]
+    """The ``machine`` fields (of :data:`BITS_KEYS`) in which two records differ; ``cpu_flags`` only
+    where both records have it (runs recorded before it existed lack it)."""
+    return [k for k in BITS_KEYS if a.get(k) != b.get(k) and (k != "cpu_flags" or (a.get(k) and b.get(k)))]
 
 
 def same_bits_expected(a: Optional[dict], b: Optional[dict]) -> Optional[bool]:
-    """Whether two ``machine`` records promise the same bits (CPU model, capability, torch, threads,
-    GPU all equal); ``None`` when either is missing."""
+    """Whether two ``machine`` records promise the same bits (CPU model and flags, capability, torch,
+    threads, GPU all equal); ``None`` when either is missing."""
     if not a or not b:
         return None
     return not machine_differences(a, b)

@@ -145,17 +145,31 @@ def check_run(run_dir: Union[str, Path], data_dir: Optional[str] = None) -> Dict
             "matches_record": recorded is not None and json.dumps(recorded) == json.dumps(stored)}
 
 
-def merge_rows(kept: List[dict], new: List[dict]) -> List[dict]:
-    """``kept`` (an earlier report's rows) with ``new`` ones: a run (cell, seed) measured again replaces
-    its old row, runs measured only before are kept (their checkpoints may be gone); rows grouped by
-    cell (cells in first-seen order), seeds ascending. Kept rows are checked: a damaged one raises."""
-    need = {"run": str, "cell": str, "seed": int, "epoch": int, "stored": (int, float), "reestimated": (int, float)}
-    for i, r in enumerate(kept if isinstance(kept, list) else [None]):
-        bad = [k for k, t in need.items() if not isinstance(r, dict) or not isinstance(r.get(k), t)
-               or isinstance(r.get(k), bool)]
+def check_rows(rows, where: str) -> List[dict]:
+    """An earlier report's ``runs`` (``where`` names the file), checked before any run is measured: a
+    list of rows with every field the report needs, one per (cell, seed); else a one-line ``ValueError``."""
+    fix = "rerun without --keep to measure every run again"
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: 'runs' is {type(rows).__name__}, not a list of rows; {fix}")
+    num = (int, float)
+    need = {"run": str, "cell": str, "seed": int, "epoch": int, "stored": num, "reestimated": num,
+            "recorded": (*num, type(None)), "matches_record": bool}
+    seen = set()
+    for i, r in enumerate(rows):
+        bad = [k for k, t in need.items() if not isinstance(r, dict) or k not in r or not isinstance(r[k], t)
+               or (isinstance(r[k], bool) and t is not bool)]
         if bad:
-            raise ValueError(f"earlier row {i} is damaged (field {bad[0]!r}); rerun without --keep to measure "
-                             "every run again")
+            raise ValueError(f"{where}: row {i} is damaged (field {bad[0]!r}); {fix}")
+        if (r["cell"], r["seed"]) in seen:
+            raise ValueError(f"{where}: row {i} repeats {r['cell']} seed {r['seed']}; {fix}")
+        seen.add((r["cell"], r["seed"]))
+    return rows
+
+
+def merge_rows(kept: List[dict], new: List[dict]) -> List[dict]:
+    """``kept`` (an earlier report's rows, :func:`check_rows`) with ``new`` ones: a run (cell, seed)
+    measured again replaces its old row, runs measured only before are kept (their checkpoints may
+    be gone); rows grouped by cell (cells in first-seen order), seeds ascending."""
     fresh = {(r["cell"], r["seed"]): r for r in new}
     rows = [fresh.pop((r["cell"], r["seed"]), r) for r in kept] + list(fresh.values())
     order: Dict[str, int] = {}

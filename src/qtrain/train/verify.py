@@ -7,8 +7,8 @@ JSON numbers' exact text, which is the shortest repr of the float: equal text, e
 nested fields (per-layer ``weight_change``, ``max_abs_base_step``, ...) one by one. The
 wall-clock fields (``seconds``, ``train_seconds``, ``images_per_s``) are not compared. Fields the
 stored run lacks (recorded by a newer qtrain) are listed, not counted as differences. It also
-says whether this machine's CPU capability, torch version and threads, and the data's digest,
-match what the run recorded (:mod:`qtrain.train.provenance`): bits are expected to agree only
+says whether this machine's CPU model and flags, CPU capability, torch version and threads, and
+the data's digest, match what the run recorded (:mod:`qtrain.train.provenance`): bits are expected to agree only
 where they do.
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ def report_text(result: dict) -> str:
     same = {True: "the same", False: "DIFFERENT", None: "unknown (not recorded)"}
     differ = m.get("differ") or []
     lines += [f"machine: run {_machine_text(m['run'])}; here {_machine_text(m['here'])}: {same[m['same']]} "
-              + (f"({', '.join(differ)})" if differ else "(CPU model, capability, torch, threads)"),
+              + (f"({', '.join(differ)})" if differ else "(CPU model and flags, capability, torch, threads, GPU)"),
               f"data: run sha256 {d['run'] or 'not recorded'}; here {d['here'] or 'none'}: {same[d['same']]}"]
     if result["new_fields"]:
         lines.append(f"fields the stored run lacks (newer qtrain; not compared): {', '.join(result['new_fields'])}")
