@@ -24,16 +24,23 @@ import torch
 PROVENANCE_KEYS = ("machine", "data_sha256", "earlier_machines")  # in config.json, not settings
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` reports)."""
+def _cpuinfo(key: str) -> Optional[str]:
+    """The value of the first ``/proc/cpuinfo`` line whose name is ``key``, or ``None`` (no such line,
+    or not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                name, sep, value = line.partition(":")
+                if sep and name.strip().lower() == key:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` reports)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_flags() -> Optional[str]:
@@ -41,15 +48,8 @@ def cpu_flags() -> Optional[str]:
     line, sorted), or ``None`` where there is no such line (not Linux, or not x86)."""
     import hashlib
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("flags"):
-                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
-                    return hashlib.sha256(flags.encode()).hexdigest()[:16]
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo("flags")
+    return None if flags is None else hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
 
 
 def cpu_capability() -> Optional[str]:

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from .loop import load_run_config, run
 from .metrics import read_metrics
-from .provenance import machine_differences, same_bits_expected
+from .provenance import machine_differences
 
 WALL_CLOCK = ("seconds", "train_seconds", "images_per_s")  # differ on every run: not compared
 
@@ -98,9 +98,10 @@ def verify_run(run_dir, epochs: int = 1, data_dir: Optional[str] = None) -> dict
     result = compare_rows(stored[:epochs], retrained[:epochs])
     m_run, m_here = recorded.get("machine"), here.get("machine")
     d_run, d_here = recorded.get("data_sha256"), here.get("data_sha256")
+    differ = machine_differences(m_run, m_here) if m_run and m_here else None  # None: a record is missing
     result.update(identical=not result["differences"], epochs=epochs, run_dir=str(run_dir), wall_clock=list(WALL_CLOCK),
-                  machine={"run": m_run, "here": m_here, "same": same_bits_expected(m_run, m_here),
-                           "differ": machine_differences(m_run, m_here) if m_run and m_here else []},
+                  machine={"run": m_run, "here": m_here, "same": None if differ is None else not differ,
+                           "differ": differ or []},
                   data={"run": d_run, "here": d_here, "same": None if not d_run or not d_here else d_run == d_here})
     return result
 
